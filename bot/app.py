@@ -1,0 +1,34 @@
+"""The app factory: ``create_app(settings)`` builds the web process.
+
+gunicorn calls ``create_app()`` (settings from the environment); tests call
+it with their own settings and Redis.  The web process never loads the NLU.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from bot import health, local_chat, webhook
+from bot.services import build_services
+from config.settings import Settings
+
+
+def create_app(settings: Settings | None = None, redis=None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    app = Flask(__name__)
+    app.extensions["bot"] = build_services(settings, redis)
+    app.register_blueprint(webhook.bp)
+    app.register_blueprint(health.bp)
+    if settings.is_local:
+        app.register_blueprint(local_chat.bp)
+    return app
+
+
+def configure_logging(settings: Settings) -> None:
+    """Ids and event types at INFO; message text never reaches this log."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,113 @@
+"""The dialogue manager: one incoming message and the state in, one reply and the new state out.
+
+No Redis, no SDK: the job around it loads and stores state and sends the
+reply, so every rule of the conversation can be read (and tested) here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from bot.messages import FOLLOW, POSTBACK, TEXT, UNFOLLOW, Choice, Incoming, Reply, encode_postback
+from bot.replies import GREETING, both, say
+from bot.state import ConversationState
+from nlu import ANSWER, CLARIFY, detect_language
+
+ANSWERED, CLARIFIED, FALLBACK, HANDOFF = "answered", "clarified", "fallback", "handoff"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What happened on one incoming event, for sending and for the conversation log."""
+
+    reply: Reply | None
+    state: ConversationState | None  # None: forget the conversation
+    decision: str = ""
+    faq_id: str = ""
+    score: float | None = None
+    nlu_ms: float | None = None
+    lang: str = ""
+
+
+class Dialogue:
+    def __init__(self, nlu, handoff_after_misses: int, fallback_phone: str, fallback_url: str, examples=()):
+        self.nlu = nlu
+        self.handoff_after_misses = handoff_after_misses
+        self.contact = {"phone": fallback_phone, "url": fallback_url}
+        self.examples = tuple(examples)
+
+    def handle(self, incoming: Incoming, state: ConversationState) -> Turn:
+        if incoming.kind == TEXT:
+            return self._on_text(incoming.text, state)
+        if incoming.kind == POSTBACK:
+            return self._on_postback(incoming.data, state)
+        if incoming.kind == FOLLOW:
+            return Turn(self._greeting(), ConversationState(), decision="greeted")
+        if incoming.kind == UNFOLLOW:
+            return Turn(None, None, decision="unfollowed")
+        text = say(state.lang, "text_only") if state.lang else both("text_only")
+        return Turn(Reply(text), state, decision="unsupported", lang=state.lang)
+
+    def _on_text(self, text: str, state: ConversationState) -> Turn:
+        lang = detect_language(text)
+        decision = self.nlu.answer(text, lang)
+        top = decision.top
+        details = dict(score=top.score if top else None, nlu_ms=decision.latency_ms)
+        state = replace(state, lang=lang, pending=[])
+        if decision.kind == ANSWER:
+            return self._answer(top.faq_id, lang, state, **details)
+        if decision.kind == CLARIFY:
+            offered = [c.faq_id for c in decision.candidates[: self.nlu.policy.clarify_count]]
+            reply = self._did_you_mean(offered, lang)
+            return Turn(reply, replace(state, pending=offered), CLARIFIED, top.faq_id, lang=lang, **details)
+        return self._miss(state, lang, details)
+
+    def _miss(self, state: ConversationState, lang: str, details: dict) -> Turn:
+        misses = state.misses + 1
+        if misses >= self.handoff_after_misses:
+            state = replace(state, misses=misses, handoff=True)
+            return Turn(Reply(say(lang, "handoff", **self.contact)), state, HANDOFF, lang=lang, **details)
+        fallback = Reply(say(lang, "fallback", **self.contact))
+        return Turn(fallback, replace(state, misses=misses), FALLBACK, lang=lang, **details)
+
+    def _on_postback(self, data: dict, state: ConversationState) -> Turn:
+        lang = data.get("lang") or state.lang or "ja"
+        action, faq_id = data.get("a"), data.get("faq", "")
+        if action == "select" and self.nlu.faq.get(faq_id):
+            return self._answer(faq_id, lang, replace(state, lang=lang, pending=[]), score=None)
+        if action == "feedback":
+            key = "thanks_up" if data.get("v") == "up" else "thanks_down"
+            return Turn(Reply(say(lang, key, **self.contact)), state, f"feedback-{data.get('v')}", faq_id, lang=lang)
+        if action == "none":
+            return self._miss(replace(state, pending=[]), lang, {})
+        return Turn(None, state, decision="ignored-postback")
+
+    def _answer(self, faq_id: str, lang: str, state: ConversationState, **details) -> Turn:
+        entry = self.nlu.faq.get(faq_id)
+        text = entry.text(lang).answer
+        if entry.url:
+            text += f"\n\n{say(lang, 'official_page')}: {entry.url}"
+        feedback = [
+            Choice(say(lang, key), data=encode_postback(a="feedback", faq=faq_id, v=value, lang=lang), text=say(lang, key))
+            for key, value in (("helpful", "up"), ("not_helpful", "down"))
+        ]
+        state = replace(state, misses=0, last_answer=faq_id)
+        return Turn(Reply(text, tuple(feedback)), state, ANSWERED, faq_id, lang=lang, **details)
+
+    def _did_you_mean(self, faq_ids: list[str], lang: str) -> Reply:
+        questions = [self.nlu.faq.get(faq_id).text(lang).question for faq_id in faq_ids]
+        lines = [say(lang, "did_you_mean")] + [f"{n}. {q}" for n, q in enumerate(questions, 1)]
+        choices = [
+            Choice(f"{n}. {q}", data=encode_postback(a="select", faq=faq_id, lang=lang), text=q)
+            for n, (faq_id, q) in enumerate(zip(faq_ids, questions), 1)
+        ]
+        none = say(lang, "none_of_these")
+        choices.append(Choice(none, data=encode_postback(a="none", lang=lang), text=none))
+        return Reply("\n".join(lines), tuple(choices))
+
+    def _greeting(self) -> Reply:
+        faq = self.nlu.faq
+        entries = [faq.get(i) for i in self.examples if faq.get(i)] or list(faq.entries)
+        entries = entries[:3]
+        examples = "\n".join(f"・{e.text('ja').question} / {e.text('en').question}" for e in entries)
+        choices = tuple(Choice(e.text("ja").question, text=e.text("ja").question) for e in entries)
+        return Reply(GREETING.format(examples=examples), choices)

@@ -1,0 +1,127 @@
+"""Queue jobs: plain functions the worker runs for each accepted platform event.
+
+A job may run more than once (RQ retries after a failure), so it is written
+to be repeated safely: the reply is decided once and kept under the event id,
+and a sent reply is marked before anything else can fail.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+
+from bot.messages import TEXT, Choice, Incoming, Reply, SendError
+
+log = logging.getLogger(__name__)
+
+_services = None  # set once per worker process by bot.worker
+
+
+def install(services) -> None:
+    """Give jobs the worker's connections, adapters and loaded NLU."""
+    global _services
+    _services = services
+
+
+def handle_event(platform: str, raw_event: dict) -> str:
+    """Entry point RQ calls; returns what happened (kept on the job for debugging)."""
+    if _services is None:
+        raise RuntimeError("no services installed: run jobs in `python -m bot.worker`")
+    adapter = _services.adapters[platform]
+    incoming = adapter.parse(raw_event)
+    if incoming is None:
+        return "ignored"
+    return process(_services, adapter, incoming)
+
+
+def process(services, adapter, incoming: Incoming) -> str:
+    redis = services.redis
+    done_key = f"event:sent:{incoming.platform}:{incoming.event_id}"
+    if redis.exists(done_key):
+        return "already-sent"
+    started = time.perf_counter()
+    reply = _decide_once(services, adapter, incoming)
+    if reply is None:
+        return "no-reply"
+    try:
+        result = adapter.send(incoming, reply)
+    except SendError as error:
+        if error.delivered:
+            result = "delivered-earlier"
+        else:
+            _log_reply(services, incoming, reply, f"failed: {error}", started)
+            if not error.permanent:
+                raise  # RQ retries; the next attempt sends the same reply
+            log.error("permanent send failure for event %s: %s", incoming.event_id, error)
+            return "failed"
+    redis.set(done_key, result, ex=services.settings.dedupe_ttl_seconds)
+    _log_reply(services, incoming, reply, result, started)
+    log.info("event %s (%s) answered by %s", incoming.event_id, incoming.detail, result)
+    return result
+
+
+def _decide_once(services, adapter, incoming: Incoming) -> Reply | None:
+    """Run the dialogue on the first attempt only; later attempts reuse its reply."""
+    outbox_key = f"event:reply:{incoming.platform}:{incoming.event_id}"
+    stored = services.redis.get(outbox_key)
+    if stored is not None:
+        return _reply_from_json(stored)
+    if incoming.kind == TEXT and _age_ms(incoming) > services.settings.loading_animation_after_ms:
+        adapter.show_loading(incoming)
+    state = services.states.load(incoming.platform, incoming.user_id)
+    turn = services.dialogue.handle(incoming, state)
+    _log_incoming(services, incoming, turn)
+    if turn.state is None:
+        services.states.forget(incoming.platform, incoming.user_id)
+    else:
+        services.states.save(incoming.platform, incoming.user_id, turn.state)
+    if turn.reply is not None:
+        services.redis.set(outbox_key, _reply_to_json(turn.reply), ex=services.settings.dedupe_ttl_seconds)
+    return turn.reply
+
+
+def _log_incoming(services, incoming: Incoming, turn) -> None:
+    text = incoming.text or (json.dumps(incoming.data, ensure_ascii=False) if incoming.data else "")
+    services.convlog.append(
+        incoming.platform,
+        incoming.user_id,
+        "in",
+        text,
+        event_id=incoming.event_id,
+        event_type=incoming.detail,
+        decision=turn.decision,
+        faq_id=turn.faq_id,
+        score="" if turn.score is None else f"{turn.score:.4f}",
+        nlu_ms="" if turn.nlu_ms is None else f"{turn.nlu_ms:.1f}",
+        lang=turn.lang,
+        handoff=int(bool(turn.state and turn.state.handoff)),
+    )
+
+
+def _log_reply(services, incoming: Incoming, reply: Reply, result: str, started: float) -> None:
+    services.convlog.append(
+        incoming.platform,
+        incoming.user_id,
+        "out",
+        reply.text,
+        event_id=incoming.event_id,
+        choices=json.dumps([c.label for c in reply.choices], ensure_ascii=False),
+        send_result=result,
+        latency_ms=_age_ms(incoming),
+        job_ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+    )
+
+
+def _age_ms(incoming: Incoming) -> int:
+    """Time since the resident sent the message: what they actually waited."""
+    return max(0, int(time.time() * 1000) - incoming.timestamp_ms)
+
+
+def _reply_to_json(reply: Reply) -> str:
+    return json.dumps(asdict(reply), ensure_ascii=False)
+
+
+def _reply_from_json(raw) -> Reply:
+    data = json.loads(raw)
+    return Reply(data["text"], tuple(Choice(**choice) for choice in data["choices"]))

@@ -1,0 +1,154 @@
+"""LINE: the only module that imports line-bot-sdk.
+
+Web side: verify the signature and turn webhook events into ``Incoming``.
+Worker side: send a ``Reply`` as a reply (fresh token) or a push with a retry
+key derived from the event id, so a retried job is delivered at most once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from linebot.v3 import SignatureValidator
+from linebot.v3.messaging import (
+    ApiClient,
+    ApiException,
+    Configuration,
+    MessageAction,
+    MessagingApi,
+    PostbackAction,
+    PushMessageRequest,
+    QuickReply,
+    QuickReplyItem,
+    ReplyMessageRequest,
+    ShowLoadingAnimationRequest,
+    TextMessage,
+)
+from linebot.v3.webhooks import Event, FollowEvent, MessageEvent, PostbackEvent, TextMessageContent, UnfollowEvent
+
+from bot.messages import FOLLOW, POSTBACK, TEXT, UNFOLLOW, UNSUPPORTED, Incoming, Reply, SendError, decode_postback
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "line"
+# The console's "Verify" button sends events with these dummy reply tokens.
+_DUMMY_REPLY_TOKENS = {"0" * 32, "f" * 32}
+_RETRY_KEY_NAMESPACE = uuid.UUID("8c4f3a52-7d0e-4a8e-9a43-1f6b0c2d9e17")
+_LABEL_MAX, _TEXT_MAX, _QUICK_REPLY_MAX = 20, 5000, 13
+
+
+def label(text: str) -> str:
+    """LINE cuts quick-reply labels at 20 characters; cut them ourselves, visibly."""
+    return text if len(text) <= _LABEL_MAX else text[: _LABEL_MAX - 1] + "…"
+
+
+def retry_key(event_id: str) -> str:
+    """The same event always gets the same X-Line-Retry-Key, so LINE drops a resend."""
+    return str(uuid.uuid5(_RETRY_KEY_NAMESPACE, f"{PLATFORM}:{event_id}"))
+
+
+class LineAdapter:
+    """Verify, parse and send for one LINE channel."""
+
+    platform = PLATFORM
+
+    def __init__(self, channel_secret: str, access_token: str, api_base_url: str, reply_token_max_age_s: int = 50):
+        self._validator = SignatureValidator(channel_secret)
+        self._configuration = Configuration(host=api_base_url.rstrip("/"), access_token=access_token)
+        self._reply_token_max_age_ms = reply_token_max_age_s * 1000
+
+    # -- web side ---------------------------------------------------------
+    def verify(self, body: bytes, headers) -> bool:
+        signature = headers.get("X-Line-Signature", "")
+        return bool(signature) and self._validator.validate(body.decode("utf-8", "replace"), signature)
+
+    def events(self, payload) -> list[dict] | None:
+        """The raw events of a webhook body, or None when the body is not LINE's shape."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+            return None
+        events = payload["events"]
+        return events if all(isinstance(event, dict) for event in events) else None
+
+    def event_id(self, raw: dict) -> str:
+        return str(raw.get("webhookEventId") or "")
+
+    def parse(self, raw: dict) -> Incoming | None:
+        """An ``Incoming`` for events we handle; None for the rest (answered 200, not queued)."""
+        if raw.get("replyToken") in _DUMMY_REPLY_TOKENS or not self.event_id(raw):
+            return None
+        try:
+            event = Event.from_dict(raw)
+        except (ValueError, TypeError, AttributeError):  # unknown event types and shapes
+            return None
+        user_id = getattr(getattr(event, "source", None), "user_id", None)
+        if not user_id or not isinstance(event, (MessageEvent, PostbackEvent, FollowEvent, UnfollowEvent)):
+            return None
+        common = dict(
+            platform=PLATFORM,
+            user_id=user_id,
+            event_id=event.webhook_event_id,
+            timestamp_ms=event.timestamp,
+            reply_token=getattr(event, "reply_token", None),
+            detail=event.type,
+        )
+        if isinstance(event, MessageEvent):
+            if isinstance(event.message, TextMessageContent):
+                return Incoming(kind=TEXT, text=event.message.text, **common)
+            return Incoming(kind=UNSUPPORTED, **{**common, "detail": f"message/{event.message.type}"})
+        if isinstance(event, PostbackEvent):
+            return Incoming(kind=POSTBACK, data=decode_postback(event.postback.data), **common)
+        return Incoming(kind=FOLLOW if isinstance(event, FollowEvent) else UNFOLLOW, **common)
+
+    # -- worker side ------------------------------------------------------
+    def send(self, incoming: Incoming, reply: Reply, now_ms: int | None = None) -> str:
+        """Send ``reply``; returns "reply" or "push"; raises SendError."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        message = self._message(reply)
+        fresh = incoming.reply_token and now_ms - incoming.timestamp_ms < self._reply_token_max_age_ms
+        with ApiClient(self._configuration) as client:
+            api = MessagingApi(client)
+            try:
+                if fresh:
+                    api.reply_message(ReplyMessageRequest(reply_token=incoming.reply_token, messages=[message]))
+                    return "reply"
+                api.push_message(
+                    PushMessageRequest(to=incoming.user_id, messages=[message]),
+                    x_line_retry_key=retry_key(incoming.event_id),
+                )
+                return "push"
+            except ApiException as error:
+                raise _send_error(error) from None
+            except OSError as error:  # connection refused, reset, timeout
+                raise SendError(f"LINE API unreachable: {error}", permanent=False) from None
+
+    def show_loading(self, incoming: Incoming, seconds: int = 10) -> None:
+        """The typing dots; best effort, a failure here must not stop the answer."""
+        with ApiClient(self._configuration) as client:
+            try:
+                MessagingApi(client).show_loading_animation(
+                    ShowLoadingAnimationRequest(chat_id=incoming.user_id, loading_seconds=seconds)
+                )
+            except (ApiException, OSError) as error:
+                log.warning("loading animation failed for event %s: %s", incoming.event_id, error)
+
+    @staticmethod
+    def _message(reply: Reply) -> TextMessage:
+        items = [
+            QuickReplyItem(
+                action=PostbackAction(label=label(choice.label), data=choice.data, display_text=choice.text or None)
+                if choice.data
+                else MessageAction(label=label(choice.label), text=choice.text)
+            )
+            for choice in reply.choices[:_QUICK_REPLY_MAX]
+        ]
+        return TextMessage(text=reply.text[:_TEXT_MAX], quick_reply=QuickReply(items=items) if items else None)
+
+
+def _send_error(error: ApiException) -> SendError:
+    """409 means LINE already accepted this retry key: delivered, not failed."""
+    status = error.status or 0
+    if status == 409:
+        return SendError("already delivered (retry key seen by LINE)", permanent=True, delivered=True)
+    permanent = 400 <= status < 500 and status != 429
+    return SendError(f"LINE API {status}: {(error.body or b'')[:200]!r}", permanent=permanent)

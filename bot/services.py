@@ -1,0 +1,51 @@
+"""The connections and stores a process needs, built once from settings.
+
+The web process builds these without the NLU; the worker adds the dialogue
+(and with it the model).  Nothing here runs at import time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rq import Queue
+
+from bot.convlog import ConversationLog
+from bot.platforms.line import LineAdapter
+from bot.redis_conn import connect
+from bot.state import StateStore
+from config.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: object
+    queue: Queue
+    adapters: dict  # platform name -> adapter
+    states: StateStore
+    convlog: ConversationLog
+    dialogue: object = None  # bot.dialogue.Dialogue, only in workers
+
+
+def build_services(settings: Settings, redis=None) -> Services:
+    redis = redis if redis is not None else connect(settings)
+    line = LineAdapter(
+        settings.line_channel_secret,
+        settings.line_channel_access_token,
+        settings.line_api_base_url,
+        settings.reply_token_max_age_seconds,
+    )
+    return Services(
+        settings=settings,
+        redis=redis,
+        queue=Queue(settings.queue_name, connection=redis),
+        adapters={line.platform: line},
+        states=StateStore(redis, settings.state_ttl_seconds),
+        convlog=ConversationLog(
+            redis,
+            settings.log_retention_days,
+            settings.log_conversation_maxlen,
+            settings.log_global_maxlen,
+            settings.log_redact,
+        ),
+    )

@@ -1,0 +1,37 @@
+"""Conversation state per (platform, user), kept in Redis with an idle expiry."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class ConversationState:
+    lang: str = ""
+    pending: list = field(default_factory=list)  # FAQ ids offered in "did you mean…"
+    misses: int = 0  # consecutive questions we could not answer
+    handoff: bool = False  # the resident should hear from a person
+    last_answer: str = ""  # FAQ id of the last answer, for feedback
+
+
+class StateStore:
+    def __init__(self, redis, ttl_seconds: int):
+        self.redis = redis
+        self.ttl_seconds = ttl_seconds
+
+    @staticmethod
+    def key(platform: str, user_id: str) -> str:
+        return f"conv:state:{platform}:{user_id}"
+
+    def load(self, platform: str, user_id: str) -> ConversationState:
+        raw = self.redis.get(self.key(platform, user_id))
+        if not raw:
+            return ConversationState()
+        known = ConversationState.__dataclass_fields__
+        return ConversationState(**{k: v for k, v in json.loads(raw).items() if k in known})
+
+    def save(self, platform: str, user_id: str, state: ConversationState) -> None:
+        self.redis.set(self.key(platform, user_id), json.dumps(asdict(state)), ex=self.ttl_seconds)
+
+    def forget(self, platform: str, user_id: str) -> None:
+        self.redis.delete(self.key(platform, user_id))

@@ -1,0 +1,89 @@
+"""Webhook endpoints: verify, parse, dedupe, enqueue, answer at once.
+
+The platform gets its answer in milliseconds; the NLU runs in the worker.
+Every refusal is a short JSON body with a reason a developer can act on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+from flask import Blueprint, current_app, jsonify, request
+from rq import Retry
+
+from bot.jobs import handle_event
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhook", __name__)
+
+
+def _refuse(status: int, reason: str):
+    return jsonify(error=reason), status
+
+
+@bp.post("/callback")
+def line_callback():
+    return accept(current_app.extensions["bot"], "line")
+
+
+def accept(services, platform: str):
+    """The common path for every platform's webhook."""
+    adapter = services.adapters[platform]
+    if (request.content_length or 0) > services.settings.max_body_bytes:
+        return _refuse(413, f"body larger than {services.settings.max_body_bytes} bytes")
+    body = request.stream.read(services.settings.max_body_bytes + 1)
+    if len(body) > services.settings.max_body_bytes:
+        return _refuse(413, f"body larger than {services.settings.max_body_bytes} bytes")
+    if not adapter.verify(body, request.headers):
+        log.warning("%s webhook: missing or invalid signature", platform)
+        return _refuse(401, "missing or invalid signature")
+    try:
+        events = adapter.events(json.loads(body))
+    except (ValueError, UnicodeDecodeError):
+        return _refuse(400, "body is not valid JSON")
+    if events is None:
+        return _refuse(400, "body has no list of events")
+    try:
+        accepted = [e for e in events if adapter.parse(e) is not None and _enqueue_once(services, platform, e)]
+    except redis.RedisError as error:
+        log.error("%s webhook: Redis unavailable (%s); asking the platform to retry", platform, error)
+        return _refuse(503, "temporarily unavailable, please retry")
+    log.info("%s webhook: %d events, %d queued", platform, len(events), len(accepted))
+    return jsonify(queued=len(accepted)), 200
+
+
+def _enqueue_once(services, platform: str, raw_event: dict) -> bool:
+    """Queue the event unless this event id was already accepted (redeliveries)."""
+    adapter = services.adapters[platform]
+    key = f"event:seen:{platform}:{adapter.event_id(raw_event)}"
+    if not services.redis.set(key, 1, nx=True, ex=services.settings.dedupe_ttl_seconds):
+        return False
+    try:
+        services.queue.enqueue(
+            handle_event,
+            platform,
+            raw_event,
+            retry=_retry(services.settings),
+            job_timeout=120,
+            failure_ttl=7 * 86400,
+        )
+    except redis.RedisError:
+        _forget(services.redis, key)
+        raise
+    return True
+
+
+def _forget(client, key: str) -> None:
+    """Undo the dedupe mark so the platform's retry is not mistaken for a duplicate."""
+    try:
+        client.delete(key)
+    except redis.RedisError:
+        log.error("could not clear dedupe key %s; the retried event may be dropped", key)
+
+
+def _retry(settings):
+    """Transient send failures are retried later; the job is safe to repeat."""
+    if not settings.job_retries:
+        return None
+    return Retry(max=settings.job_retries, interval=list(settings.job_retry_intervals))

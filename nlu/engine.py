@@ -1,0 +1,72 @@
+"""The NLU as the bot sees it: ``answer(text, lang) -> Decision``.
+
+Holds the current FAQ and its index and swaps both at once when the FAQ files
+change, so a broken edit never replaces the last good FAQ.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from nlu.decision import Decision, Policy
+from nlu.faq import Faq, FaqError, load_faq, signature_of
+from nlu.retrieval import HybridRetriever
+from nlu.text import detect_language
+
+log = logging.getLogger(__name__)
+
+
+class Nlu:
+    """Retrieval, an optional re-ranker, then the decision policy."""
+
+    def __init__(self, faq_dir, policy: Policy, embedder, reranker=None, top_k: int = 10):
+        self.faq_dir = faq_dir
+        self.policy = policy
+        self.embedder = embedder
+        self.reranker = reranker
+        self.top_k = top_k
+        self.last_error: str | None = None
+        self.loaded_at = 0.0
+        self._lock = threading.Lock()
+        faq = load_faq(faq_dir)  # the first load must succeed: nothing to fall back to
+        self._current = (faq, HybridRetriever(faq, embedder))
+        self.loaded_at = time.time()
+
+    @property
+    def faq(self) -> Faq:
+        return self._current[0]
+
+    def answer(self, text: str, lang: str | None = None) -> Decision:
+        """Rank the FAQ for ``text`` and decide: answer, clarify or fall back."""
+        started = time.perf_counter()
+        lang = lang or detect_language(text)
+        faq, retriever = self._current
+        candidates = retriever.search(text, lang, self.top_k)
+        if self.reranker is not None:
+            candidates = self.reranker.rerank(text, lang, candidates, faq)
+        kind = self.policy.decide(candidates)
+        latency_ms = (time.perf_counter() - started) * 1000
+        return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms)
+
+    def reload_if_changed(self) -> bool:
+        """Reload when the files changed; keep the old FAQ (and say why) if the new one is broken."""
+        with self._lock:
+            if signature_of(self.faq_dir) == self.faq.signature:
+                return False
+            try:
+                faq = load_faq(self.faq_dir)
+            except FaqError as error:
+                if self.last_error != str(error):
+                    log.error("FAQ not reloaded, still serving the previous version: %s", error)
+                self.last_error = str(error)
+                return False
+            self._current = (faq, HybridRetriever(faq, self.embedder))
+            self.last_error = None
+            self.loaded_at = time.time()
+            log.info("FAQ reloaded: %d entries", len(faq.entries))
+            return True
+
+    def status(self) -> dict:
+        """What /healthz and operators need to know about the FAQ in service."""
+        return {"faq_entries": len(self.faq.entries), "faq_loaded_at": self.loaded_at, "faq_error": self.last_error or ""}

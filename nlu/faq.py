@@ -1,0 +1,142 @@
+"""The FAQ: loading ``faq_data/*.yaml`` and refusing broken files precisely.
+
+An operator edits these files by hand, so every error names the file, the
+entry and the field, and nothing half-valid is ever served (see
+``faq_data/README.md`` for the schema).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+LANGUAGES = ("ja", "en")
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_ENTRY_KEYS = {"id", "category", "url", "ja", "en"}
+_TEXT_KEYS = {"question", "alternates", "answer"}
+
+
+class FaqError(ValueError):
+    """A broken FAQ file; ``str()`` says where (file, entry, field) and what."""
+
+    def __init__(self, file: str, entry: str, field: str, problem: str):
+        self.file, self.entry, self.field, self.problem = file, entry, field, problem
+        super().__init__(f"{file}: entry {entry}: field {field}: {problem}")
+
+
+@dataclass(frozen=True)
+class FaqText:
+    """One language's version of an entry."""
+
+    question: str
+    alternates: tuple[str, ...]
+    answer: str
+
+    @property
+    def phrasings(self) -> tuple[str, ...]:
+        return (self.question, *self.alternates)
+
+
+@dataclass(frozen=True)
+class FaqEntry:
+    id: str
+    category: str
+    url: str | None
+    texts: dict  # language -> FaqText
+
+    def text(self, lang: str) -> FaqText:
+        return self.texts[lang]
+
+
+@dataclass(frozen=True)
+class Faq:
+    """A validated FAQ and the file state it was read from (to notice edits)."""
+
+    entries: tuple[FaqEntry, ...]
+    signature: tuple
+
+    def __post_init__(self):
+        object.__setattr__(self, "_by_id", {entry.id: entry for entry in self.entries})
+
+    def get(self, faq_id: str) -> FaqEntry | None:
+        return self._by_id.get(faq_id)
+
+
+def signature_of(directory: Path) -> tuple:
+    """Names, sizes and modification times: cheap to poll, changes on every save."""
+    return tuple(
+        (path.name, stat.st_size, stat.st_mtime_ns)
+        for path in sorted(Path(directory).glob("*.yaml"))
+        for stat in [path.stat()]
+    )
+
+
+def load_faq(directory) -> Faq:
+    """Read and validate every ``*.yaml`` file in ``directory``; raise FaqError."""
+    directory = Path(directory)
+    signature = signature_of(directory)
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise FaqError(str(directory), "-", "-", "no *.yaml FAQ files found")
+    entries, seen = [], {}
+    for path in files:
+        for entry in _read_file(path):
+            if entry.id in seen:
+                raise FaqError(path.name, entry.id, "id", f"duplicate id, already used in {seen[entry.id]}")
+            seen[entry.id] = path.name
+            entries.append(entry)
+    return Faq(entries=tuple(entries), signature=signature)
+
+
+def _read_file(path: Path) -> list[FaqEntry]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise FaqError(path.name, "-", "-", f"not valid YAML: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("entries"), list):
+        raise FaqError(path.name, "-", "entries", "the file must be a mapping with a list under 'entries'")
+    return [_parse_entry(path.name, index, raw) for index, raw in enumerate(document["entries"], 1)]
+
+
+def _parse_entry(file: str, index: int, raw) -> FaqEntry:
+    if not isinstance(raw, dict):
+        raise FaqError(file, f"#{index}", "-", "each entry must be a mapping")
+    name = str(raw.get("id") or f"#{index}")
+    unknown = set(raw) - _ENTRY_KEYS
+    if unknown:
+        raise FaqError(file, name, sorted(unknown)[0], f"unknown field (allowed: {', '.join(sorted(_ENTRY_KEYS))})")
+    faq_id = raw.get("id")
+    if not isinstance(faq_id, str) or not _ID.match(faq_id):
+        raise FaqError(file, name, "id", "required; lowercase letters, digits and hyphens")
+    category = _required_text(file, name, "category", raw.get("category"))
+    url = raw.get("url")
+    if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))):
+        raise FaqError(file, name, "url", "must be an http(s) URL or left out")
+    texts = {lang: _parse_text(file, name, lang, raw.get(lang)) for lang in LANGUAGES}
+    return FaqEntry(id=faq_id, category=category, url=url, texts=texts)
+
+
+def _parse_text(file: str, name: str, lang: str, raw) -> FaqText:
+    if not isinstance(raw, dict):
+        raise FaqError(file, name, lang, "required: a mapping with question, alternates and answer")
+    unknown = set(raw) - _TEXT_KEYS
+    if unknown:
+        raise FaqError(file, name, f"{lang}.{sorted(unknown)[0]}", "unknown field")
+    question = _required_text(file, name, f"{lang}.question", raw.get("question"))
+    answer = _required_text(file, name, f"{lang}.answer", raw.get("answer"))
+    alternates = raw.get("alternates")
+    if not isinstance(alternates, list) or len(alternates) < 2:
+        raise FaqError(file, name, f"{lang}.alternates", "at least 2 alternate phrasings are required")
+    cleaned = tuple(
+        _required_text(file, name, f"{lang}.alternates[{i}]", text) for i, text in enumerate(alternates)
+    )
+    return FaqText(question=question, alternates=cleaned, answer=answer)
+
+
+def _required_text(file: str, name: str, field: str, value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise FaqError(file, name, field, "required: a non-empty text")
+    return value.strip()
+

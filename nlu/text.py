@@ -1,0 +1,65 @@
+"""Language detection and the word segmentation BM25 needs.
+
+Residents write Japanese or English; the script tells which.  Japanese has no
+spaces, so BM25 needs a morphological analyser (Sudachi) to find the words.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+from bm25s.stopwords import STOPWORDS_EN
+
+_JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+_ENGLISH_WORD = re.compile(r"[a-z0-9]{2,}")
+# Particles, auxiliaries, punctuation and blanks carry no topic.
+_JA_SKIPPED_POS = {"助詞", "助動詞", "補助記号", "空白", "記号"}
+_EN_STOPWORDS = frozenset(STOPWORDS_EN) | {"can", "do", "does", "i", "my", "me", "how", "what"}
+
+
+def detect_language(text: str) -> str:
+    """'ja' when the text has any kana or kanji, else 'en'."""
+    return "ja" if _JAPANESE.search(text) else "en"
+
+
+def normalize(text: str) -> str:
+    """NFKC folds full-width letters and half-width kana; case is folded too."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+@lru_cache(maxsize=1)
+def _sudachi():
+    from sudachipy import Dictionary
+
+    return Dictionary(dict="core").tokenizer()
+
+
+def _japanese_terms(text: str) -> list[str]:
+    from sudachipy import SplitMode
+
+    return [
+        morpheme.normalized_form().lower()
+        for morpheme in _sudachi().tokenize(text, SplitMode.A)
+        if morpheme.part_of_speech()[0] not in _JA_SKIPPED_POS
+    ]
+
+
+def _english_terms(text: str) -> list[str]:
+    return [_stem(word) for word in _ENGLISH_WORD.findall(text) if word not in _EN_STOPWORDS]
+
+
+def _stem(word: str) -> str:
+    """A light suffix stripper: 'registering'/'registered'/'registers' meet."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def terms(text: str, lang: str) -> list[str]:
+    """BM25 terms of ``text``; Latin words inside Japanese text are kept too."""
+    text = normalize(text)
+    if lang == "ja":
+        return _japanese_terms(text)
+    return _english_terms(text)

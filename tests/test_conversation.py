@@ -1,0 +1,210 @@
+"""Whole path: signed webhook → Redis queue → worker (real NLU) → real LINE SDK → fake LINE API."""
+import json
+from urllib.parse import parse_qs
+
+import pytest
+
+from bot import jobs
+from bot.convlog import ConversationLog
+from bot.platforms.line import retry_key
+from nlu import Policy
+from tests.conftest import ACCESS_TOKEN, line_event, post_events
+
+
+def ask(client, worker, *events):
+    for event in events:
+        assert post_events(client, event).status_code == 200
+    worker.run()
+
+
+def quick_reply_actions(message):
+    return [item["action"] for item in message.get("quickReply", {}).get("items", [])]
+
+
+def test_a_japanese_question_is_answered_in_japanese_by_reply(client, worker, line_api, nlu):
+    entry = nlu.faq.get("venue-register")
+    event = line_event(text=entry.text("ja").question)
+    ask(client, worker, event)
+    [sent] = line_api.sent()
+    assert sent.path == "/v2/bot/message/reply"
+    assert sent.headers["Authorization"] == f"Bearer {ACCESS_TOKEN}"
+    assert sent.body["replyToken"] == event["replyToken"]
+    [message] = sent.body["messages"]
+    assert message["text"].startswith(entry.text("ja").answer)
+    if entry.url:
+        assert entry.url in message["text"]
+    feedback = [parse_qs(action["data"]) for action in quick_reply_actions(message)]
+    assert [f["v"] for f in feedback] == [["up"], ["down"]]
+    assert all(f["faq"] == ["venue-register"] for f in feedback)
+
+
+def test_an_english_question_gets_the_english_version_of_the_entry(client, worker, line_api, nlu):
+    entry = nlu.faq.get("visitor-register")
+    ask(client, worker, line_event(text=entry.text("en").question))
+    [message] = line_api.sent()[0].body["messages"]
+    assert message["text"].startswith(entry.text("en").answer)
+    assert [a["label"] for a in quick_reply_actions(message)] == ["👍 Helpful", "👎 Not helpful"]
+
+
+def test_a_stale_reply_token_falls_back_to_push_with_a_stable_retry_key(client, worker, line_api, nlu):
+    event = line_event(text=nlu.faq.get("visitor-register").text("en").question, age_s=120)
+    ask(client, worker, event)
+    [sent] = line_api.sent()
+    assert sent.path == "/v2/bot/message/push"
+    assert sent.body["to"] == event["source"]["userId"]
+    assert sent.headers["X-Line-Retry-Key"] == retry_key(event["webhookEventId"])
+    assert retry_key(event["webhookEventId"]) == retry_key(event["webhookEventId"])
+
+
+def test_a_job_retried_after_a_line_server_error_sends_the_same_reply_once(client, worker, line_api, nlu):
+    line_api.fail_next(500)
+    event = line_event(text=nlu.faq.get("visitor-register").text("en").question, age_s=120)
+    ask(client, worker, event)
+    attempts = [r for r in line_api.requests if r.path == "/v2/bot/message/push"]
+    assert [r.status for r in attempts] == [500, 200]
+    assert attempts[0].body == attempts[1].body
+    assert attempts[0].headers["X-Line-Retry-Key"] == attempts[1].headers["X-Line-Retry-Key"]
+    assert len(line_api.sent()) == 1
+
+
+def test_a_job_that_fails_after_sending_does_not_send_again_when_retried(client, worker, line_api, nlu, monkeypatch):
+    original = ConversationLog.append
+    calls = {"out": 0}
+
+    def crash_once_after_sending(self, platform, user_id, direction, text="", **details):
+        if direction == "out" and not calls["out"]:
+            calls["out"] += 1
+            raise RuntimeError("worker died right after sending")
+        return original(self, platform, user_id, direction, text, **details)
+
+    monkeypatch.setattr(ConversationLog, "append", crash_once_after_sending)
+    ask(client, worker, line_event(text=nlu.faq.get("visitor-register").text("ja").question))
+    assert calls["out"] == 1  # the first attempt crashed, RQ ran the job again
+    assert len(line_api.sent()) == 1
+
+
+def test_running_a_finished_job_again_sends_nothing(client, worker, line_api, nlu):
+    event = line_event(text=nlu.faq.get("visitor-register").text("ja").question)
+    ask(client, worker, event)
+    assert jobs.handle_event("line", event) == "already-sent"
+    assert len(line_api.sent()) == 1
+
+
+def test_a_permanent_send_failure_is_recorded_for_operators_and_not_retried(client, worker, line_api, nlu):
+    line_api.fail_next(400)
+    event = line_event(text=nlu.faq.get("visitor-register").text("ja").question)
+    ask(client, worker, event)
+    assert len([r for r in line_api.requests if "/message/" in r.path]) == 1
+    out = [t for t in worker.convlog.conversation("line", event["source"]["userId"]) if t["direction"] == "out"]
+    assert out[-1]["send_result"].startswith("failed: LINE API 400")
+
+
+def worker_with_thresholds(worker, monkeypatch, answer: float, clarify: float):
+    """The worker with other policy thresholds (as NLU_*_THRESHOLD settings would give)."""
+    monkeypatch.setattr(worker.dialogue.nlu, "policy", Policy(answer, 0.0, clarify))
+    return worker
+
+
+@pytest.fixture
+def unsure_worker(worker, monkeypatch):
+    """No score reaches the answer threshold: every question is clarified."""
+    return worker_with_thresholds(worker, monkeypatch, answer=2.0, clarify=0.0)
+
+
+def test_clarify_offers_the_top_three_and_choosing_one_answers_it(client, unsure_worker, line_api, nlu):
+    ask(client, unsure_worker, line_event(text="How do I register my shop's QR code?"))
+    [message] = line_api.sent()[0].body["messages"]
+    assert message["text"].startswith("Did you mean")
+    actions = quick_reply_actions(message)
+    assert len(actions) == 4  # three entries and "none of these"
+    assert all(len(a["label"]) <= 20 for a in actions)
+    choices = [parse_qs(a["data"]) for a in actions[:3]]
+    assert "venue-register" in [c["faq"][0] for c in choices]
+    pick = next(a for a, c in zip(actions, choices) if c["faq"] == ["venue-register"])
+    line_api.reset()
+    ask(client, unsure_worker, line_event(kind="postback", data=pick["data"]))
+    [answer] = line_api.sent()[0].body["messages"]
+    assert answer["text"].startswith(nlu.faq.get("venue-register").text("en").answer)
+
+
+@pytest.fixture
+def clueless_worker(worker, monkeypatch):
+    """No score reaches any threshold: every question falls back."""
+    return worker_with_thresholds(worker, monkeypatch, answer=2.0, clarify=2.0)
+
+
+def test_two_misses_in_a_row_hand_the_resident_to_a_person(client, clueless_worker, line_api, redis):
+    user = "Uneedshelp"
+    ask(client, clueless_worker, line_event(text="ゴミの収集日はいつですか", user=user))
+    first = line_api.sent()[0].body["messages"][0]["text"]
+    assert "0120-000-000" in first and "言い方を変えて" in first
+    assert not clueless_worker.states.load("line", user).handoff
+    ask(client, clueless_worker, line_event(text="粗大ごみの出し方は？", user=user))
+    second = line_api.sent()[1].body["messages"][0]["text"]
+    assert "職員" in second
+    state = clueless_worker.states.load("line", user)
+    assert state.handoff and state.misses == 2
+    decisions = [t["decision"] for t in clueless_worker.convlog.conversation("line", user) if t["direction"] == "in"]
+    assert decisions == ["fallback", "handoff"]
+
+
+def test_follow_greets_in_both_languages_with_three_example_questions(client, worker, line_api):
+    ask(client, worker, line_event(kind="follow"))
+    [message] = line_api.sent()[0].body["messages"]
+    assert "友だち追加" in message["text"] and "Thank you for adding us" in message["text"]
+    actions = quick_reply_actions(message)
+    assert len(actions) == 3 and all(a["type"] == "message" for a in actions)
+
+
+def test_unfollow_forgets_the_conversation_state(client, worker, line_api, nlu):
+    user = "Uleaving"
+    ask(client, worker, line_event(text=nlu.faq.get("visitor-register").text("ja").question, user=user))
+    assert worker.redis.exists(worker.states.key("line", user))
+    ask(client, worker, line_event(kind="unfollow", user=user))
+    assert not worker.redis.exists(worker.states.key("line", user))
+
+
+def test_a_sticker_gets_a_polite_text_only_reply(client, worker, line_api):
+    ask(client, worker, line_event(kind="sticker"))
+    [message] = line_api.sent()[0].body["messages"]
+    assert "文字のメッセージ" in message["text"] and "text messages" in message["text"]
+
+
+def test_feedback_is_thanked_and_logged(client, worker, line_api):
+    user = "Ufeedback"
+    ask(client, worker, line_event(kind="postback", user=user, data="a=feedback&faq=visitor-register&v=down&lang=en"))
+    assert "Thank you for telling us" in line_api.sent()[0].body["messages"][0]["text"]
+    [turn] = [t for t in worker.convlog.conversation("line", user) if t["direction"] == "in"]
+    assert turn["decision"] == "feedback-down" and turn["faq_id"] == "visitor-register"
+
+
+def test_the_loading_animation_is_shown_when_the_message_already_waited(client, worker, line_api, nlu):
+    event = line_event(text=nlu.faq.get("visitor-register").text("ja").question, age_s=6)
+    ask(client, worker, event)
+    paths = [r.path for r in line_api.requests]
+    assert paths == ["/v2/bot/chat/loading/start", "/v2/bot/message/reply"]
+    assert line_api.requests[0].body == {"chatId": event["source"]["userId"], "loadingSeconds": 10}
+
+
+def test_each_turn_is_logged_with_decision_score_and_latency_and_personal_data_redacted(client, worker, line_api):
+    user = "Ulogged"
+    ask(client, worker, line_event(text="QRコードが読めません。090-1234-5678 taro@example.com", user=user))
+    turn_in, turn_out = worker.convlog.conversation("line", user)
+    assert turn_in["direction"] == "in" and turn_out["direction"] == "out"
+    assert "[phone]" in turn_in["text"] and "[email]" in turn_in["text"] and "090" not in turn_in["text"]
+    assert turn_in["decision"] in ("answered", "clarified", "fallback")
+    assert float(turn_in["score"]) > 0 and float(turn_in["nlu_ms"]) > 0
+    assert turn_out["send_result"] == "reply" and int(turn_out["latency_ms"]) >= 0
+    assert json.loads(turn_out["choices"])
+    assert [t["user"] for t in worker.convlog.recent()] == [user, user]
+
+
+def test_redaction_can_be_turned_off(client, settings, redis, nlu, line_api):
+    from rq import SimpleWorker
+
+    from bot.worker import build_worker_services
+
+    services = build_worker_services(settings.replace(log_redact=False), redis=redis, nlu=nlu)
+    post_events(client, line_event(text="call 090-1234-5678", user="Uplain"))
+    SimpleWorker([services.queue], connection=redis).work(burst=True)
+    assert "090-1234-5678" in services.convlog.conversation("line", "Uplain")[0]["text"]

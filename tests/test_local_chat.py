@@ -1,0 +1,71 @@
+"""Local mode: the chat page's path is LINE's path, with the app's own sink as the LINE API."""
+import threading
+
+import pytest
+import requests
+from rq import SimpleWorker
+from werkzeug.serving import make_server
+
+from bot.app import create_app
+from bot.worker import build_worker_services
+
+
+@pytest.fixture
+def local_bot(settings, redis, nlu):
+    """The app served on loopback; the worker's SDK sends to that app's /local/line-api."""
+    holder = {}
+    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    local = settings.replace(line_api_base_url=f"{url}/local/line-api")
+    holder["app"] = create_app(local, redis=redis)
+    services = build_worker_services(local, redis=redis, nlu=nlu)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield url, lambda: SimpleWorker([services.queue], connection=redis).work(burst=True)
+    server.shutdown()
+
+
+def chat(url, run_worker, user, **event):
+    signed = requests.post(f"{url}/local/sign", json={"user_id": user, **event}).json()
+    response = requests.post(f"{url}/callback", data=signed["body"].encode(),
+                             headers={"X-Line-Signature": signed["signature"], "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    run_worker()
+    return requests.get(f"{url}/local/messages", params={"user_id": user}).json()
+
+
+def test_the_chat_page_is_served(local_bot):
+    url, _ = local_bot
+    page = requests.get(url + "/")
+    assert page.status_code == 200 and "/local/sign" in page.text and "/callback" in page.text
+
+
+def test_a_question_from_the_chat_page_is_answered_through_callback_and_the_sdk(local_bot, nlu):
+    url, run_worker = local_bot
+    messages = chat(url, run_worker, "Ulocal1", type="follow")
+    assert "友だち追加" in messages[0]["text"]
+    entry = nlu.faq.get("venue-register")
+    messages = chat(url, run_worker, "Ulocal1", type="message", text=entry.text("ja").question)
+    assert messages[-1]["text"].startswith(entry.text("ja").answer)
+    assert [i["action"]["type"] for i in messages[-1]["quickReply"]["items"]] == ["postback", "postback"]
+    feedback = messages[-1]["quickReply"]["items"][0]["action"]["data"]
+    messages = chat(url, run_worker, "Ulocal1", type="postback", data=feedback)
+    assert messages[-1]["text"].startswith("ありがとうございます")
+
+
+def test_the_sink_refuses_a_wrong_access_token(local_bot):
+    url, _ = local_bot
+    response = requests.post(f"{url}/local/line-api/v2/bot/message/push", json={"to": "U1", "messages": []},
+                             headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401
+
+
+def test_the_sign_endpoint_refuses_nonsense(local_bot):
+    url, _ = local_bot
+    assert requests.post(f"{url}/local/sign", json={"user_id": "nobody"}).status_code == 400
+
+
+def test_local_pages_do_not_exist_in_production(settings, redis):
+    production = settings.replace(mode="production")
+    client = create_app(production, redis=redis).test_client()
+    assert client.get("/").status_code == 404
+    assert client.post("/local/sign", json={}).status_code == 404

@@ -1,0 +1,46 @@
+"""Settings come from the environment once, and bad ones fail at boot with the variable's name."""
+import pytest
+
+from config.settings import Settings, SettingsError
+
+
+def test_the_defaults_run_locally_against_the_apps_own_line_sink():
+    settings = Settings.from_env({"PORT": "9001"})
+    assert settings.is_local
+    assert settings.line_api_base_url == "http://127.0.0.1:9001/local/line-api"
+    assert settings.redis_url == ""
+
+
+def test_production_without_secrets_fails_naming_each_missing_one():
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"BOT_MODE": "production", "LINE_CHANNEL_SECRET": "s"})
+    message = str(raised.value)
+    assert "LINE_CHANNEL_ACCESS_TOKEN" in message and "REDIS_URL" in message
+    assert "LINE_CHANNEL_SECRET," not in message
+
+
+def test_production_with_its_secrets_talks_to_line_itself(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-token\n")
+    settings = Settings.from_env({"BOT_MODE": "production", "LINE_CHANNEL_SECRET": "s",
+                                  "LINE_CHANNEL_ACCESS_TOKEN_FILE": str(token_file), "REDIS_URL": "redis://r:6379"})
+    assert settings.line_channel_access_token == "secret-token"
+    assert settings.line_api_base_url == "https://api.line.me"
+
+
+@pytest.mark.parametrize("env,match", [
+    ({"HANDOFF_AFTER_MISSES": "two"}, "HANDOFF_AFTER_MISSES must be a int"),
+    ({"NLU_ANSWER_THRESHOLD": "-1"}, "NLU_ANSWER_THRESHOLD must be at least 0"),
+    ({"LOG_REDACT": "maybe"}, "LOG_REDACT must be true or false"),
+    ({"BOT_MODE": "staging"}, "BOT_MODE must be 'local' or 'production'"),
+    ({"NLU_CLARIFY_THRESHOLD": "0.99", "NLU_ANSWER_THRESHOLD": "0.9"}, "must not exceed"),
+    ({"JOB_RETRY_INTERVALS": "1,x"}, "JOB_RETRY_INTERVALS"),
+])
+def test_a_bad_value_is_refused_with_the_variables_name(env, match):
+    with pytest.raises(SettingsError, match=match):
+        Settings.from_env(env)
+
+
+def test_values_are_read_with_their_types():
+    settings = Settings.from_env({"LOG_REDACT": "false", "NLU_TOP_K": "5", "JOB_RETRY_INTERVALS": "1,2"})
+    assert (settings.log_redact, settings.nlu_top_k, settings.job_retry_intervals) == (False, 5, (1, 2))
