@@ -1,7 +1,9 @@
 """What the NLU hands the dialogue: ranked candidates and a decision.
 
-Plain types only, so ``bot/`` never depends on how scores were made; a
-re-ranker (the entailment cross-encoder) replaces ``score`` and keeps the
+Plain types only, so ``bot/`` never depends on how scores were made.  A
+re-ranker (the entailment cross-encoder) is any object with
+``rerank(text, candidates, index) -> candidates``: it reads each candidate's
+phrasings from ``index.phrasings[faq_id]``, replaces ``score`` and keeps the
 retrieval scores beside it in ``parts``.
 """
 from __future__ import annotations

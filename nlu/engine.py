@@ -30,21 +30,25 @@ class Nlu:
         self.loaded_at = 0.0
         self._lock = threading.Lock()
         faq = load_faq(faq_dir)  # the first load must succeed: nothing to fall back to
-        self._current = (faq, HybridRetriever(faq, embedder))
+        self._current = (faq, HybridRetriever.for_faq(faq, embedder))
         self.loaded_at = time.time()
 
     @property
     def faq(self) -> Faq:
         return self._current[0]
 
+    @property
+    def retriever(self) -> HybridRetriever:
+        return self._current[1]
+
     def answer(self, text: str, lang: str | None = None) -> Decision:
         """Rank the FAQ for ``text`` and decide: answer, clarify or fall back."""
         started = time.perf_counter()
         lang = lang or detect_language(text)
-        faq, retriever = self._current
+        retriever = self.retriever
         candidates = retriever.search(text, lang, self.top_k)
         if self.reranker is not None:
-            candidates = self.reranker.rerank(text, lang, candidates, faq)
+            candidates = self.reranker.rerank(text, candidates, retriever.indexes[lang])
         kind = self.policy.decide(candidates)
         latency_ms = (time.perf_counter() - started) * 1000
         return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms)
@@ -61,7 +65,7 @@ class Nlu:
                     log.error("FAQ not reloaded, still serving the previous version: %s", error)
                 self.last_error = str(error)
                 return False
-            self._current = (faq, HybridRetriever(faq, self.embedder))
+            self._current = (faq, HybridRetriever.for_faq(faq, self.embedder))
             self.last_error = None
             self.loaded_at = time.time()
             log.info("FAQ reloaded: %d entries", len(faq.entries))

@@ -38,7 +38,7 @@ def rank_metrics(ranked: list[list[str]], gold: list[str]) -> dict:
 
 def method_rankings(nlu, queries) -> dict[str, list[list[str]]]:
     """Rankings by BM25 alone, dense alone and the fused hybrid score."""
-    retriever = nlu._current[1]
+    retriever = nlu.retriever
     out = {"bm25": [], "dense": [], "hybrid": []}
     for query in queries:
         ids, dense, bm25 = retriever.scores(query["text"], query["lang"])

@@ -30,41 +30,53 @@ class Fusion:
         return dense + self.bm25_weight * bm25 / (bm25 + self.bm25_saturation)
 
 
-class _LanguageIndex:
-    """One language: a BM25 index of entries and e5 vectors of every phrasing."""
+class LanguageIndex:
+    """One language: a BM25 index of whole entries and e5 vectors of each entry's phrasings."""
 
-    def __init__(self, faq: Faq, lang: str, embedder):
-        self.ids = [entry.id for entry in faq.entries]
-        documents = [" ".join((*e.text(lang).phrasings, e.text(lang).answer)) for e in faq.entries]
+    def __init__(self, ids: list[str], documents: list[str], phrasings: list[list[str]], lang: str, embedder):
+        self.ids = list(ids)
+        self.lang = lang
+        self.phrasings = dict(zip(self.ids, phrasings))  # id -> texts a re-ranker compares against
         self.bm25 = bm25s.BM25()
         self.bm25.index([terms(doc, lang) or ["-"] for doc in documents], show_progress=False)
-        phrasings = [(row, text) for row, e in enumerate(faq.entries) for text in e.text(lang).phrasings]
-        self.phrasing_entry = np.array([row for row, _ in phrasings])
+        rows = [(row, text) for row, texts in enumerate(phrasings) for text in texts]
+        self.phrasing_entry = np.array([row for row, _ in rows])
         # Questions are compared with questions, so both sides get the "query:" prefix.
-        self.phrasing_vectors = np.asarray(embedder.query([text for _, text in phrasings]))
+        self.phrasing_vectors = np.asarray(embedder.query([text for _, text in rows]))
 
-    def scores(self, text: str, lang: str, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @classmethod
+    def for_faq(cls, faq: Faq, lang: str, embedder) -> "LanguageIndex":
+        """BM25 sees question, alternates and answer; the embeddings see the phrasings."""
+        texts = [entry.text(lang) for entry in faq.entries]
+        documents = [" ".join((*t.phrasings, t.answer)) for t in texts]
+        return cls([e.id for e in faq.entries], documents, [list(t.phrasings) for t in texts], lang, embedder)
+
+    def scores(self, text: str, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per entry: best cosine over its phrasings, and the BM25 score."""
         similarities = self.phrasing_vectors @ query_vector
         dense = np.full(len(self.ids), -1.0, dtype=np.float32)
         np.maximum.at(dense, self.phrasing_entry, similarities)
-        words = terms(text, lang)
+        words = terms(text, self.lang)
         bm25 = self.bm25.get_scores(words) if words else np.zeros(len(self.ids), dtype=np.float32)
         return dense, np.asarray(bm25, dtype=np.float32)
 
 
 class HybridRetriever:
-    """Ranks FAQ entries for a question; built once per FAQ version."""
+    """Ranks entries for a question, one index per language; built once per FAQ version."""
 
-    def __init__(self, faq: Faq, embedder, fusion: Fusion = Fusion()):
+    def __init__(self, indexes: dict, embedder, fusion: Fusion = Fusion()):
+        self.indexes = indexes
         self.embedder = embedder
         self.fusion = fusion
-        self.indexes = {lang: _LanguageIndex(faq, lang, embedder) for lang in LANGUAGES}
+
+    @classmethod
+    def for_faq(cls, faq: Faq, embedder, fusion: Fusion = Fusion()) -> "HybridRetriever":
+        return cls({lang: LanguageIndex.for_faq(faq, lang, embedder) for lang in LANGUAGES}, embedder, fusion)
 
     def scores(self, text: str, lang: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Entry ids with their dense and BM25 scores (the evaluation ranks by each)."""
         index = self.indexes[lang]
-        dense, bm25 = index.scores(text, lang, np.asarray(self.embedder.query(text)))
+        dense, bm25 = index.scores(text, np.asarray(self.embedder.query(text)))
         return index.ids, dense, bm25
 
     def search(self, text: str, lang: str, k: int) -> list[Candidate]:
