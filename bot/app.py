@@ -9,7 +9,7 @@ import logging
 
 from flask import Flask
 
-from bot import health, local_chat, webhook
+from bot import health, local_chat, local_sinks, webhook
 from bot.services import build_services
 from config.settings import Settings
 
@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None, redis=None) -> Flask:
     app.register_blueprint(health.bp)
     if settings.is_local:
         app.register_blueprint(local_chat.bp)
+        app.register_blueprint(local_sinks.bp)
     return app
 
 

@@ -74,6 +74,8 @@ class Dialogue:
         action, faq_id = data.get("a"), data.get("faq", "")
         if action == "select" and self.nlu.faq.get(faq_id):
             return self._answer(faq_id, lang, replace(state, lang=lang, pending=[]), score=None)
+        if action == "ask" and data.get("text"):  # an example question tapped where buttons cannot send text
+            return self._on_text(data["text"], state)
         if action == "feedback":
             key = "thanks_up" if data.get("v") == "up" else "thanks_down"
             return Turn(Reply(say(lang, key, **self.contact)), state, f"feedback-{data.get('v')}", faq_id, lang=lang)

@@ -1,10 +1,10 @@
-"""Local mode: a chat page in the browser and a stand-in for the LINE API.
+"""Local mode: a chat page that talks to the bot exactly as LINE or Slack would.
 
-The page asks ``/local/sign`` for a LINE-format webhook event signed with the
-channel secret, then posts it to the real ``/callback`` like LINE would.  The
-worker's SDK sends the answer to ``/local/line-api/…`` (LINE_API_BASE_URL in
-local mode), which keeps it for the page to show.  Registered only when
-BOT_MODE=local.
+The page asks ``/local/sign`` for a webhook request in the platform's format,
+signed with the platform's secret, and posts it to the real ``/callback`` or
+``/slack/events`` / ``/slack/interactions``.  The worker's SDK sends the answer
+to the stand-ins in ``bot/local_sinks.py``, and the page reads it from
+``/local/messages``.  Registered only when BOT_MODE=local.
 """
 from __future__ import annotations
 
@@ -15,7 +15,12 @@ import json
 import time
 import uuid
 
-from flask import Blueprint, abort, current_app, jsonify, render_template, request
+from urllib.parse import urlencode
+
+from flask import Blueprint, current_app, jsonify, render_template, request
+from slack_sdk.signature import SignatureVerifier
+
+from bot.local_sinks import outbox_key
 
 bp = Blueprint("local_chat", __name__, template_folder="templates")
 _TOKEN_TTL = 3600
@@ -60,55 +65,59 @@ def chat_page():
     return render_template("chat.html")
 
 
-@bp.post("/local/sign")
-def sign_event():
-    """Build and sign one event for the chat page to post to /callback."""
-    request_data = request.get_json(silent=True) or {}
-    user_id = str(request_data.get("user_id") or "")
-    kind = request_data.get("type", "message")
-    if not user_id.startswith("U") or kind not in ("message", "postback", "follow", "unfollow", "sticker"):
-        return jsonify(error="need user_id starting with U and a known type"), 400
-    event = line_event(user_id, kind, str(request_data.get("text", "")), str(request_data.get("data", "")))
+def slack_request(user_id: str, kind: str, text: str = "", data: str = "") -> tuple[str, str]:
+    """(path, body) of a Slack DM event or button click; the DM channel is "D" + the user id."""
+    channel, now = "D" + user_id, f"{time.time():.6f}"
+    if kind == "postback":
+        click = {"type": "block_actions", "user": {"id": user_id}, "channel": {"id": channel},
+                 "message": {"ts": now, "text": ""},
+                 "actions": [{"action_id": "choice", "value": data, "action_ts": now, "text": {"text": ""}}]}
+        return "/slack/interactions", urlencode({"payload": json.dumps(click, ensure_ascii=False)})
+    event = {"type": "message", "channel_type": "im", "user": user_id, "text": text, "ts": now, "channel": channel}
+    envelope = {"type": "event_callback", "event": event, "event_id": "Ev" + uuid.uuid4().hex[:12].upper(),
+                "event_time": int(time.time()), "authorizations": [{"user_id": "UBOT", "is_bot": True}]}
+    return "/slack/events", json.dumps(envelope, ensure_ascii=False)
+
+
+def _signed_line(settings, user_id: str, kind: str, text: str, data: str) -> dict:
+    event = line_event(user_id, kind, text, data)
     if "replyToken" in event:
         _services().redis.set(f"local:reply-token:{event['replyToken']}", user_id, ex=_TOKEN_TTL)
     body = json.dumps({"destination": "Ulocalbot", "events": [event]}, ensure_ascii=False)
-    return jsonify(body=body, signature=sign(body, _services().settings.line_channel_secret))
+    headers = {"X-Line-Signature": sign(body, settings.line_channel_secret), "Content-Type": "application/json"}
+    return {"url": "/callback", "body": body, "headers": headers, "conversation": user_id}
+
+
+def _signed_slack(settings, user_id: str, kind: str, text: str, data: str) -> dict:
+    path, body = slack_request(user_id, kind, text, data)
+    timestamp = str(int(time.time()))
+    signature = SignatureVerifier(settings.slack_signing_secret).generate_signature(timestamp=timestamp, body=body)
+    content_type = "application/json" if path == "/slack/events" else "application/x-www-form-urlencoded"
+    headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature, "Content-Type": content_type}
+    return {"url": path, "body": body, "headers": headers, "conversation": "D" + user_id}
+
+
+@bp.post("/local/sign")
+def sign_event():
+    """Build and sign one webhook request for the chat page to post, as the platform would."""
+    wanted = request.get_json(silent=True) or {}
+    platform, kind = wanted.get("platform", "line"), wanted.get("type", "message")
+    user_id = str(wanted.get("user_id") or "")
+    line_kinds = ("message", "postback", "follow", "unfollow", "sticker")
+    if not user_id.startswith("U") or kind not in (line_kinds if platform == "line" else ("message", "postback")):
+        return jsonify(error="need user_id starting with U and a type the platform sends"), 400
+    build = {"line": _signed_line, "slack": _signed_slack}.get(platform)
+    if build is None or platform not in _services().adapters:
+        return jsonify(error=f"platform {platform!r} is not configured"), 400
+    return jsonify(build(_services().settings, user_id, kind, str(wanted.get("text", "")), str(wanted.get("data", ""))))
 
 
 @bp.get("/local/messages")
 def messages():
-    """The bot's messages to one user after a stream id (the page polls this)."""
-    user_id = request.args.get("user_id", "")
+    """The bot's messages in one conversation after a stream id (the page polls this)."""
     after = request.args.get("after", "0")
-    entries = _services().redis.xrange(f"local:outbox:{user_id}", min=f"({after}" if after != "0" else "-")
+    key = outbox_key(request.args.get("conversation", ""))
+    entries = _services().redis.xrange(key, min=f"({after}" if after != "0" else "-")
     return jsonify([{"id": i.decode(), **json.loads(f[b"json"])} for i, f in entries])
 
 
-@bp.post("/local/line-api/v2/bot/message/<kind>")
-def line_api_message(kind: str):
-    """Stand-in for LINE's reply and push endpoints."""
-    services = _services()
-    if request.headers.get("Authorization") != f"Bearer {services.settings.line_channel_access_token}":
-        return jsonify(message="Authentication failed"), 401
-    payload = request.get_json(force=True)
-    if kind == "reply":
-        user_id = services.redis.getdel(f"local:reply-token:{payload.get('replyToken')}")
-        if user_id is None:
-            return jsonify(message="Invalid reply token"), 400
-        user_id = user_id.decode()
-    elif kind == "push":
-        user_id = payload.get("to", "")
-    else:
-        abort(404)
-    sent = [
-        services.redis.xadd(f"local:outbox:{user_id}", {"json": json.dumps(message, ensure_ascii=False)},
-                            maxlen=500, approximate=True).decode()
-        for message in payload.get("messages", [])
-    ]
-    return jsonify(sentMessages=[{"id": message_id, "quoteToken": message_id} for message_id in sent]), 200
-
-
-@bp.post("/local/line-api/v2/bot/chat/loading/start")
-def line_api_loading():
-    """Stand-in for the loading animation (the page shows its own dots while waiting)."""
-    return jsonify({}), 202

@@ -22,6 +22,7 @@ class Incoming:
     data: dict = field(default_factory=dict)  # decoded postback data
     reply_token: str | None = None
     detail: str = ""  # the platform's own event/message type, for logs
+    address: dict = field(default_factory=dict)  # where to answer, in the platform's terms (channel, thread…)
 
 
 @dataclass(frozen=True)

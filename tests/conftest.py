@@ -16,10 +16,12 @@ from bot.redis_conn import start_embedded, url_of
 from bot.worker import build_worker_services
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_nlu
-from tests.fake_line_api import FakeLineApi
+from tests.fake_apis import FakeLineApi, FakeSlackApi
 
 CHANNEL_SECRET = "test-channel-secret"
 ACCESS_TOKEN = "test-access-token"
+SLACK_SECRET = "test-slack-signing-secret"
+BOT_USER = "UBOTSELF"
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +50,29 @@ def line_api(fake_line):
     return fake_line
 
 
+@pytest.fixture(scope="session")
+def fake_slack():
+    api = FakeSlackApi()
+    yield api
+    api.close()
+
+
 @pytest.fixture
-def settings(redis_server, fake_line) -> Settings:
+def slack_api(fake_slack):
+    fake_slack.reset()
+    return fake_slack
+
+
+@pytest.fixture
+def settings(redis_server, fake_line, fake_slack) -> Settings:
     return Settings(
         mode="local",
         line_channel_secret=CHANNEL_SECRET,
         line_channel_access_token=ACCESS_TOKEN,
         line_api_base_url=fake_line.url,
+        slack_signing_secret=SLACK_SECRET,
+        slack_bot_token="xoxb-test",
+        slack_api_base_url=fake_slack.url + "/api/",
         redis_url=url_of(redis_server),
         faq_dir=str(PROJECT_ROOT / "faq_data"),
         job_retry_intervals=(0,),
@@ -78,7 +96,7 @@ def client(app):
 
 
 @pytest.fixture
-def worker(settings, redis, nlu, line_api):
+def worker(settings, redis, nlu, line_api, slack_api):
     """Services with the dialogue installed; ``worker.run()`` drains the queue once."""
     services = build_worker_services(settings, redis=redis, nlu=nlu)
     services.run = lambda: SimpleWorker([services.queue], connection=redis).work(burst=True)
@@ -119,3 +137,33 @@ def post_events(client, *events, secret=CHANNEL_SECRET, signature=None):
         headers={"X-Line-Signature": signature if signature is not None else sign(body, secret),
                  "Content-Type": "application/json"},
     )
+
+
+def slack_message(text, user="USLACK1", channel="D0001", channel_type="im", event_type="message", **extra):
+    """A Slack Events API envelope as Slack sends it."""
+    event = {"type": event_type, "user": user, "text": text, "ts": f"{time.time():.6f}", "channel": channel,
+             "channel_type": channel_type, "event_ts": f"{time.time():.6f}", **extra}
+    return {"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event": event,
+            "event_id": "Ev" + uuid.uuid4().hex[:10].upper(), "event_time": int(time.time()),
+            "authorizations": [{"user_id": BOT_USER, "is_bot": True}]}
+
+
+def slack_click(value, label="👍", user="USLACK1", channel="D0001", message_ts="1700000000.000100",
+                thread_ts=None):
+    """A block_actions payload: a resident pressed one of our buttons."""
+    message = {"ts": message_ts, "text": "Did you mean…", **({"thread_ts": thread_ts} if thread_ts else {})}
+    return {"type": "block_actions", "user": {"id": user}, "channel": {"id": channel}, "message": message,
+            "actions": [{"action_id": "choice-0", "value": value, "action_ts": f"{time.time():.6f}",
+                         "text": {"type": "plain_text", "text": label}}]}
+
+
+def slack_post(client, body: str, path="/slack/events", secret=SLACK_SECRET, timestamp=None, headers=None):
+    """POST a body signed like Slack signs it (with the real slack_sdk verifier's scheme)."""
+    from slack_sdk.signature import SignatureVerifier
+
+    timestamp = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body)
+    content_type = "application/x-www-form-urlencoded" if body.startswith("payload=") else "application/json"
+    return client.post(path, data=body, headers={"X-Slack-Request-Timestamp": timestamp,
+                                                 "X-Slack-Signature": signature, "Content-Type": content_type,
+                                                 **(headers or {})})

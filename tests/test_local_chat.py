@@ -16,7 +16,7 @@ def local_bot(settings, redis, nlu):
     holder = {}
     server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
     url = f"http://127.0.0.1:{server.server_port}"
-    local = settings.replace(line_api_base_url=f"{url}/local/line-api")
+    local = settings.replace(line_api_base_url=f"{url}/local/line-api", slack_api_base_url=f"{url}/local/slack-api/")
     holder["app"] = create_app(local, redis=redis)
     services = build_worker_services(local, redis=redis, nlu=nlu)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -24,19 +24,19 @@ def local_bot(settings, redis, nlu):
     server.shutdown()
 
 
-def chat(url, run_worker, user, **event):
-    signed = requests.post(f"{url}/local/sign", json={"user_id": user, **event}).json()
-    response = requests.post(f"{url}/callback", data=signed["body"].encode(),
-                             headers={"X-Line-Signature": signed["signature"], "Content-Type": "application/json"})
+def chat(url, run_worker, user, platform="line", **event):
+    """What the page does: get a signed request, post it to the webhook, read the bot's messages."""
+    signed = requests.post(f"{url}/local/sign", json={"platform": platform, "user_id": user, **event}).json()
+    response = requests.post(url + signed["url"], data=signed["body"].encode(), headers=signed["headers"])
     assert response.status_code == 200, response.text
     run_worker()
-    return requests.get(f"{url}/local/messages", params={"user_id": user}).json()
+    return requests.get(f"{url}/local/messages", params={"conversation": signed["conversation"]}).json()
 
 
 def test_the_chat_page_is_served(local_bot):
     url, _ = local_bot
     page = requests.get(url + "/")
-    assert page.status_code == 200 and "/local/sign" in page.text and "/callback" in page.text
+    assert page.status_code == 200 and "/local/sign" in page.text and "/local/messages" in page.text
 
 
 def test_a_question_from_the_chat_page_is_answered_through_callback_and_the_sdk(local_bot, nlu):
@@ -46,10 +46,20 @@ def test_a_question_from_the_chat_page_is_answered_through_callback_and_the_sdk(
     entry = nlu.faq.get("venue-register")
     messages = chat(url, run_worker, "Ulocal1", type="message", text=entry.text("ja").question)
     assert messages[-1]["text"].startswith(entry.text("ja").answer)
-    assert [i["action"]["type"] for i in messages[-1]["quickReply"]["items"]] == ["postback", "postback"]
-    feedback = messages[-1]["quickReply"]["items"][0]["action"]["data"]
+    assert [b["label"] for b in messages[-1]["buttons"]] == ["👍 役に立った", "👎 役に立たなかった"]
+    feedback = messages[-1]["buttons"][0]["postback"]
     messages = chat(url, run_worker, "Ulocal1", type="postback", data=feedback)
     assert messages[-1]["text"].startswith("ありがとうございます")
+
+
+def test_the_chat_page_can_speak_slack_through_slack_events(local_bot, nlu):
+    url, run_worker = local_bot
+    entry = nlu.faq.get("visitor-register")
+    messages = chat(url, run_worker, "Uslack1", platform="slack", type="message", text=entry.text("en").question)
+    assert messages[-1]["text"].startswith(entry.text("en").answer)
+    feedback = messages[-1]["buttons"][1]["postback"]
+    messages = chat(url, run_worker, "Uslack1", platform="slack", type="postback", data=feedback)
+    assert messages[-1]["text"].startswith("Thank you for telling us")
 
 
 def test_the_sink_refuses_a_wrong_access_token(local_bot):

@@ -6,6 +6,7 @@ key derived from the event id, so a retried job is delivered at most once.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -62,6 +63,15 @@ class LineAdapter:
     def verify(self, body: bytes, headers) -> bool:
         signature = headers.get("X-Line-Signature", "")
         return bool(signature) and self._validator.validate(body.decode("utf-8", "replace"), signature)
+
+    @staticmethod
+    def decode(body: bytes):
+        return json.loads(body)
+
+    @staticmethod
+    def handshake(payload) -> None:
+        """LINE's Verify button sends ordinary (dummy) events: nothing special to answer."""
+        return None
 
     def events(self, payload) -> list[dict] | None:
         """The raw events of a webhook body, or None when the body is not LINE's shape."""
