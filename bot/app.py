@@ -9,7 +9,7 @@ import logging
 
 from flask import Flask
 
-from bot import health, local_chat, local_sinks, webhook
+from bot import console, health, local_chat, local_sinks, webhook
 from bot.services import build_services
 from config.settings import Settings
 
@@ -19,8 +19,16 @@ def create_app(settings: Settings | None = None, redis=None) -> Flask:
     configure_logging(settings)
     app = Flask(__name__)
     app.extensions["bot"] = build_services(settings, redis)
+    app.config.update(
+        SECRET_KEY=settings.secret_key or None,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=not settings.is_local,
+    )
     app.register_blueprint(webhook.bp)
     app.register_blueprint(health.bp)
+    if settings.console_operators and settings.secret_key:
+        app.register_blueprint(console.bp)
     if settings.is_local:
         app.register_blueprint(local_chat.bp)
         app.register_blueprint(local_sinks.bp)

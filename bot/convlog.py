@@ -10,6 +10,9 @@ import re
 import time
 
 GLOBAL_STREAM = "log:all"
+RECENT = "log:recent"  # sorted set: conversation -> time of its last turn
+# Fields of an incoming turn that the conversation list shows.
+_SUMMARY_FIELDS = ("text", "decision", "faq_id", "lang", "handoff")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"(?<!\d)(?:[+＋]?\d[\d\-－‐ ]{8,14}\d)(?!\d)")
 
@@ -22,6 +25,10 @@ def redact(text: str) -> str:
 
 def stream_key(platform: str, user_id: str) -> str:
     return f"log:conv:{platform}:{user_id}"
+
+
+def summary_key(platform: str, user_id: str) -> str:
+    return f"log:summary:{platform}:{user_id}"
 
 
 class ConversationLog:
@@ -49,7 +56,31 @@ class ConversationLog:
         pipe.expire(key, self.retention_s)
         pipe.xadd(GLOBAL_STREAM, fields, maxlen=self.global_maxlen, approximate=True)
         pipe.xtrim(GLOBAL_STREAM, minid=now_ms - self.retention_s * 1000, approximate=True)
+        self._summarise(pipe, platform, user_id, fields, now_ms)
         pipe.execute()
+
+    def _summarise(self, pipe, platform: str, user_id: str, fields: dict, now_ms: int) -> None:
+        """Keep the conversation list's row current: last activity, and what the resident last asked."""
+        summary = {"platform": platform, "user": user_id, "last_ts": now_ms, "last_direction": fields["direction"]}
+        if fields["direction"] == "in":
+            summary.update({f"last_{k}": fields.get(k, "") for k in _SUMMARY_FIELDS})
+            if str(fields.get("decision", "")).startswith("feedback-"):
+                summary["feedback"] = fields["decision"].removeprefix("feedback-")
+        key = summary_key(platform, user_id)
+        pipe.hset(key, mapping=summary)
+        if str(fields.get("handoff", "")) == "1":
+            pipe.hsetnx(key, "handoff_since", now_ms)  # when the resident started waiting for a person
+        pipe.expire(key, self.retention_s)
+        pipe.zadd(RECENT, {f"{platform}:{user_id}": now_ms})
+        pipe.zremrangebyscore(RECENT, 0, now_ms - self.retention_s * 1000)
+
+    def summaries(self, count: int = 200) -> list[dict]:
+        """The most recently active conversations, newest first."""
+        members = [m.decode() for m in self.redis.zrevrange(RECENT, 0, count - 1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            pipe.hgetall(summary_key(*member.split(":", 1)))
+        return [{_text(k): _text(v) for k, v in row.items()} for row in pipe.execute() if row]
 
     def conversation(self, platform: str, user_id: str, count: int = 100) -> list[dict]:
         """The latest turns of one conversation, oldest first."""

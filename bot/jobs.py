@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import asdict
 
+from bot.dialogue import Turn
 from bot.messages import TEXT, Choice, Incoming, Reply, SendError
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,39 @@ def install(services) -> None:
 
 def handle_event(platform: str, raw_event: dict) -> str:
     """Entry point RQ calls; returns what happened (kept on the job for debugging)."""
-    if _services is None:
-        raise RuntimeError("no services installed: run jobs in `python -m bot.worker`")
-    adapter = _services.adapters[platform]
+    services = _require_services()
+    adapter = services.adapters[platform]
     incoming = adapter.parse(raw_event)
     if incoming is None:
         return "ignored"
-    return process(_services, adapter, incoming)
+    return process(services, adapter, incoming)
+
+
+def _require_services():
+    if _services is None:
+        raise RuntimeError("no services installed: run jobs in `python -m bot.worker`")
+    return _services
+
+
+def send_operator_message(platform: str, user_id: str, text: str, operator: str, message_id: str) -> str:
+    """An operator's reply from the console, sent once even if the job is retried."""
+    services = _require_services()
+    done_key = f"operator:sent:{message_id}"
+    if services.redis.exists(done_key):
+        return "already-sent"
+    adapter = services.adapters[platform]
+    try:
+        result = adapter.push(user_id, services.handover.address(platform, user_id), text, message_id)
+    except SendError as error:
+        services.convlog.append(platform, user_id, "out", text, decision="operator", operator=operator,
+                                send_result=f"failed: {error}")
+        if not error.permanent:
+            raise
+        return "failed"
+    services.redis.set(done_key, result, ex=services.settings.dedupe_ttl_seconds)
+    services.convlog.append(platform, user_id, "out", text, decision="operator", operator=operator,
+                            send_result=result)
+    return result
 
 
 def process(services, adapter, incoming: Incoming) -> str:
@@ -69,8 +96,12 @@ def _decide_once(services, adapter, incoming: Incoming) -> Reply | None:
         return _reply_from_json(stored)
     if incoming.kind == TEXT and _age_ms(incoming) > services.settings.loading_animation_after_ms:
         adapter.show_loading(incoming)
+    services.handover.remember_address(incoming.platform, incoming.user_id, incoming.address)
     state = services.states.load(incoming.platform, incoming.user_id)
-    turn = services.dialogue.handle(incoming, state)
+    if services.handover.operator_of(incoming.platform, incoming.user_id):
+        turn = Turn(None, state, decision="human")  # staff answer this conversation; the bot stays silent
+    else:
+        turn = services.dialogue.handle(incoming, state)
     _log_incoming(services, incoming, turn)
     if turn.state is None:
         services.states.forget(incoming.platform, incoming.user_id)

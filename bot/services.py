@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from rq import Queue
 
 from bot.convlog import ConversationLog
+from bot.handover import Handover
 from bot.platforms.line import LineAdapter
 from bot.platforms.slack import SlackAdapter
 from bot.redis_conn import connect
@@ -25,6 +26,7 @@ class Services:
     adapters: dict  # platform name -> adapter
     states: StateStore
     convlog: ConversationLog
+    handover: Handover
     dialogue: object = None  # bot.dialogue.Dialogue, only in workers
 
 
@@ -47,6 +49,7 @@ def build_services(settings: Settings, redis=None) -> Services:
         queue=Queue(settings.queue_name, connection=redis),
         adapters=adapters,
         states=StateStore(redis, settings.state_ttl_seconds),
+        handover=Handover(redis, settings.log_retention_days * 86400),
         convlog=ConversationLog(
             redis,
             settings.log_retention_days,

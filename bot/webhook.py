@@ -11,7 +11,6 @@ import redis
 from flask import Blueprint, current_app, jsonify, request
 from rq import Retry
 
-from bot.jobs import handle_event
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -72,7 +71,7 @@ def _enqueue_once(services, platform: str, raw_event: dict) -> bool:
         return False
     try:
         services.queue.enqueue(
-            handle_event,
+            "bot.jobs.handle_event",  # by name: the web process never imports the NLU
             platform,
             raw_event,
             retry=_retry(services.settings),

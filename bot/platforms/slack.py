@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import contextmanager
 from urllib.parse import parse_qs
 
 from slack_sdk import WebClient
@@ -98,21 +99,35 @@ class SlackAdapter:
     def send(self, incoming: Incoming, reply: Reply, now_ms: int | None = None) -> str:
         """Post in the conversation's thread; a click also marks its message as answered."""
         address = incoming.address
-        try:
+        with _errors():
             if address.get("clicked_ts"):
                 text, label = address.get("clicked_text", ""), address.get("clicked_label", "")
                 self._client.chat_update(channel=address["channel"], ts=address["clicked_ts"],
                                          text=text or f"✔ {label}", blocks=_answered_blocks(text, label))
             self._client.chat_postMessage(channel=address["channel"], thread_ts=address.get("thread_ts"),
                                           text=reply.text, blocks=_blocks(reply))
-        except SlackApiError as error:
-            raise _send_error(error) from None
-        except OSError as error:
-            raise SendError(f"Slack API unreachable: {error}", permanent=False) from None
+        return "post"
+
+    def push(self, user_id: str, address: dict, text: str, key: str) -> str:
+        """An operator's message, in the thread the resident last wrote in (or their DM)."""
+        with _errors():
+            channel = address.get("channel") or self._client.conversations_open(users=user_id)["channel"]["id"]
+            self._client.chat_postMessage(channel=channel, thread_ts=address.get("thread_ts"), text=text)
         return "post"
 
     def show_loading(self, incoming: Incoming) -> None:
         """Slack bots have no typing indicator for the Events API."""
+
+
+@contextmanager
+def _errors():
+    """Slack failures all come out as SendError."""
+    try:
+        yield
+    except SlackApiError as error:
+        raise _send_error(error) from None
+    except OSError as error:
+        raise SendError(f"Slack API unreachable: {error}", permanent=False) from None
 
 
 def _click(raw: dict, event_id: str) -> Incoming | None:

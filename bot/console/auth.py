@@ -1,0 +1,75 @@
+"""Signing operators in and out, CSRF tokens, and the login rate limit."""
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from flask import abort, current_app, g, redirect, render_template, request, session, url_for
+from werkzeug.security import check_password_hash
+
+from bot.console import bp
+
+_FAILURES_ALLOWED, _LOCKOUT_S = 5, 900
+
+
+def operators(settings) -> dict[str, str]:
+    """``name:hash,…`` → {name: hash}; the hash itself contains colons, the name does not."""
+    pairs = (item.strip().split(":", 1) for item in settings.console_operators.split(",") if ":" in item)
+    return {name.strip(): hashed.strip() for name, hashed in pairs}
+
+
+def csrf_token() -> str:
+    """One random token per session, put in every form and checked on every POST."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+@bp.app_context_processor
+def _template_helpers():
+    return {"csrf_token": csrf_token, "operator": session.get("operator")}
+
+
+@bp.before_request
+def _guard():
+    """Sign-in required everywhere but the login page; CSRF checked on every POST."""
+    if request.method == "POST":
+        sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+        if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+            abort(400, "missing or wrong CSRF token: reload the page and try again")
+    if request.endpoint != "console.login" and not session.get("operator"):
+        return redirect(url_for("console.login", next=request.path))
+    g.operator = session.get("operator")
+    return None
+
+
+def _limit_key() -> str:
+    return f"console:login-failures:{request.remote_addr}"
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    redis = current_app.extensions["bot"].redis
+    error, status = None, 200
+    if request.method == "POST":
+        failures = int(redis.get(_limit_key()) or 0)
+        name, password = request.form.get("name", ""), request.form.get("password", "")
+        hashed = operators(current_app.extensions["bot"].settings).get(name)
+        if failures >= _FAILURES_ALLOWED:
+            error, status = f"Too many failed sign-ins. Try again in {_LOCKOUT_S // 60} minutes.", 429
+        elif hashed and check_password_hash(hashed, password):
+            redis.delete(_limit_key())
+            session.clear()
+            session["operator"] = name
+            target = request.args.get("next", "")
+            return redirect(target if target.startswith("/console") else url_for("console.conversations"))
+        else:
+            redis.pipeline().incr(_limit_key()).expire(_limit_key(), _LOCKOUT_S).execute()
+            error, status = "Wrong name or password.", 401
+    return render_template("console/login.html", error=error), status
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("console.login"))

@@ -1,0 +1,177 @@
+"""Watching conversations live, reading transcripts, taking over and handing back."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from datetime import datetime
+
+from flask import Response, current_app, g, redirect, render_template, request, stream_with_context, url_for
+
+from bot.console import bp
+from bot.convlog import GLOBAL_STREAM, summary_key
+
+_SEARCH_DEPTH = 100  # turns per conversation searched for text
+_STREAMED = (b"platform", b"user", b"direction", b"decision")  # no message text leaves through the stream
+
+
+def _services():
+    return current_app.extensions["bot"]
+
+
+def anonymous_id(platform: str, user_id: str) -> str:
+    """A short stable pseudonym: enough to tell residents apart, not to identify them."""
+    return hashlib.sha256(f"{platform}:{user_id}".encode()).hexdigest()[:8]
+
+
+@bp.app_template_filter("clock")
+def clock(ms) -> str:
+    """Epoch milliseconds as local date and time for the page."""
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(int(ms) / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status(row: dict, services) -> str:
+    if services.handover.operator_of(row["platform"], row["user"]):
+        return "human"
+    return row.get("last_decision", "")
+
+
+def _matches(row: dict, args, services) -> bool:
+    """The list's filters: needs a human, fallback, negative feedback, language, date, text."""
+    wanted = args.get("show", "")
+    if wanted == "human" and not (row.get("handoff_since") or row["status"] == "human"):
+        return False
+    if wanted == "fallback" and row.get("last_decision") not in ("fallback", "handoff"):
+        return False
+    if wanted == "negative" and row.get("feedback") != "down":
+        return False
+    if args.get("lang") and row.get("last_lang") != args["lang"]:
+        return False
+    if args.get("date") and clock(row.get("last_ts"))[:10] != args["date"]:
+        return False
+    query = args.get("q", "").strip().lower()
+    if query:
+        turns = services.convlog.conversation(row["platform"], row["user"], count=_SEARCH_DEPTH)
+        return any(query in turn.get("text", "").lower() for turn in turns)
+    return True
+
+
+def conversation_rows(args) -> list[dict]:
+    services = _services()
+    rows = []
+    for row in services.convlog.summaries():
+        row["anon"] = anonymous_id(row["platform"], row["user"])
+        row["status"] = _status(row, services)
+        if _matches(row, args, services):
+            rows.append(row)
+    return rows
+
+
+@bp.get("/")
+def home():
+    return redirect(url_for("console.conversations"))
+
+
+@bp.get("/conversations")
+def conversations():
+    rows = conversation_rows(request.args)
+    if request.args.get("partial"):
+        return render_template("console/_rows.html", rows=rows)
+    return render_template("console/conversations.html", rows=rows, args=request.args)
+
+
+@bp.get("/waiting")
+def waiting():
+    """Residents who asked for a person and are not being served yet, longest wait first."""
+    services = _services()
+    now_ms = time.time() * 1000
+    rows = [
+        {**row, "anon": anonymous_id(row["platform"], row["user"]),
+         "waited_min": int((now_ms - int(row["handoff_since"])) / 60000)}
+        for row in services.convlog.summaries()
+        if row.get("handoff_since") and not services.handover.operator_of(row["platform"], row["user"])
+    ]
+    return render_template("console/waiting.html", rows=sorted(rows, key=lambda r: int(r["handoff_since"])))
+
+
+@bp.get("/c/<platform>/<user_id>")
+def transcript(platform: str, user_id: str):
+    services = _services()
+    turns = services.convlog.conversation(platform, user_id, count=500)
+    return render_template(
+        "console/transcript.html", platform=platform, user_id=user_id, turns=turns,
+        anon=anonymous_id(platform, user_id), operator_in_charge=services.handover.operator_of(platform, user_id),
+        summary={k.decode(): v.decode() for k, v in services.redis.hgetall(summary_key(platform, user_id)).items()},
+    )
+
+
+@bp.post("/c/<platform>/<user_id>/takeover")
+def take_over(platform: str, user_id: str):
+    services = _services()
+    services.handover.take_over(platform, user_id, g.operator)
+    services.convlog.append(platform, user_id, "event", f"{g.operator} took over", decision="takeover",
+                            operator=g.operator)
+    return redirect(url_for("console.transcript", platform=platform, user_id=user_id))
+
+
+@bp.post("/c/<platform>/<user_id>/handback")
+def hand_back(platform: str, user_id: str):
+    """The bot answers again; the resident no longer waits for a person."""
+    services = _services()
+    services.handover.hand_back(platform, user_id)
+    state = services.states.load(platform, user_id)
+    state.handoff, state.misses = False, 0
+    services.states.save(platform, user_id, state)
+    services.redis.hdel(summary_key(platform, user_id), "handoff_since")
+    services.convlog.append(platform, user_id, "event", f"{g.operator} handed back to the bot", decision="handback",
+                            operator=g.operator)
+    return redirect(url_for("console.transcript", platform=platform, user_id=user_id))
+
+
+@bp.post("/c/<platform>/<user_id>/send")
+def send(platform: str, user_id: str):
+    """Queue the operator's message; the worker sends it through the platform adapter."""
+    services = _services()
+    text = request.form.get("text", "").strip()
+    if text and services.handover.operator_of(platform, user_id) == g.operator and platform in services.adapters:
+        services.queue.enqueue("bot.jobs.send_operator_message", platform, user_id, text, g.operator,
+                               uuid.uuid4().hex, retry=None, job_timeout=60)
+    return redirect(url_for("console.transcript", platform=platform, user_id=user_id))
+
+
+@bp.get("/stream")
+def stream():
+    """Server-Sent Events: one event per new turn; the page refreshes what it shows.
+
+    Each connection lasts ``wait`` seconds (EventSource reconnects by itself),
+    so a gunicorn thread is never held forever.
+    """
+    redis, wait_s = _services().redis, min(float(request.args.get("wait", 25)), 60)
+
+    def events():
+        last, deadline = "$", time.monotonic() + wait_s
+        yield "retry: 1000\n\n"
+        while time.monotonic() < deadline:
+            block_ms = max(1, int(min(5, deadline - time.monotonic()) * 1000))
+            for _, entries in redis.xread({GLOBAL_STREAM: last}, block=block_ms, count=50) or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    turn = {k.decode(): v.decode() for k, v in fields.items() if k in _STREAMED}
+                    yield f"event: turn\ndata: {json.dumps(turn)}\n\n"
+            yield ": keep-alive\n\n"
+
+    return Response(stream_with_context(events()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@bp.app_template_filter("since")
+def since(ms) -> str:
+    """How long ago, for the list."""
+    if not ms:
+        return ""
+    seconds = int(time.time() - int(ms) / 1000)
+    return f"{seconds // 60} min ago" if seconds >= 60 else "just now"
+
