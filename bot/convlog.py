@@ -84,14 +84,14 @@ class ConversationLog:
 
     def conversation(self, platform: str, user_id: str, count: int = 100) -> list[dict]:
         """The latest turns of one conversation, oldest first."""
-        return _decode(reversed(self.redis.xrevrange(stream_key(platform, user_id), count=count)))
+        return decode_entries(reversed(self.redis.xrevrange(stream_key(platform, user_id), count=count)))
 
     def recent(self, count: int = 100) -> list[dict]:
         """The latest turns of all conversations, oldest first."""
-        return _decode(reversed(self.redis.xrevrange(GLOBAL_STREAM, count=count)))
+        return decode_entries(reversed(self.redis.xrevrange(GLOBAL_STREAM, count=count)))
 
 
-def _decode(entries) -> list[dict]:
+def decode_entries(entries) -> list[dict]:
     return [
         {"id": _text(entry_id), **{_text(k): _text(v) for k, v in fields.items()}}
         for entry_id, fields in entries

@@ -26,6 +26,8 @@ class Turn:
     score: float | None = None
     nlu_ms: float | None = None
     lang: str = ""
+    suggestions: tuple = ()  # FAQ ids the NLU ranked highest, for the unanswered queue
+    question: str = ""  # set when this turn should go to the unanswered queue
 
 
 class Dialogue:
@@ -52,9 +54,10 @@ class Dialogue:
         decision = self.nlu.answer(text, lang)
         top = decision.top
         details = dict(score=top.score if top else None, nlu_ms=decision.latency_ms)
-        state = replace(state, lang=lang, pending=[])
+        state = replace(state, lang=lang, pending=[], last_question=text)
         if decision.kind == ANSWER:
             return self._answer(top.faq_id, lang, state, **details)
+        details.update(suggestions=tuple(c.faq_id for c in decision.candidates[:3]), question=text)
         if decision.kind == CLARIFY:
             offered = [c.faq_id for c in decision.candidates[: self.nlu.policy.clarify_count]]
             reply = self._did_you_mean(offered, lang)
@@ -77,8 +80,10 @@ class Dialogue:
         if action == "ask" and data.get("text"):  # an example question tapped where buttons cannot send text
             return self._on_text(data["text"], state)
         if action == "feedback":
-            key = "thanks_up" if data.get("v") == "up" else "thanks_down"
-            return Turn(Reply(say(lang, key, **self.contact)), state, f"feedback-{data.get('v')}", faq_id, lang=lang)
+            up = data.get("v") == "up"
+            reply = Reply(say(lang, "thanks_up" if up else "thanks_down", **self.contact))
+            unhappy = {} if up else {"question": state.last_question, "suggestions": (faq_id,)}
+            return Turn(reply, state, f"feedback-{data.get('v')}", faq_id, lang=lang, **unhappy)
         if action == "none":
             return self._miss(replace(state, pending=[]), lang, {})
         return Turn(None, state, decision="ignored-postback")

@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import asdict
 
+from bot.convlog import redact
 from bot.dialogue import Turn
 from bot.messages import TEXT, Choice, Incoming, Reply, SendError
 
@@ -103,6 +104,8 @@ def _decide_once(services, adapter, incoming: Incoming) -> Reply | None:
     else:
         turn = services.dialogue.handle(incoming, state)
     _log_incoming(services, incoming, turn)
+    if turn.question:
+        _remember_unanswered(services, incoming, turn)
     if turn.state is None:
         services.states.forget(incoming.platform, incoming.user_id)
     else:
@@ -110,6 +113,16 @@ def _decide_once(services, adapter, incoming: Incoming) -> Reply | None:
     if turn.reply is not None:
         services.redis.set(outbox_key, _reply_to_json(turn.reply), ex=services.settings.dedupe_ttl_seconds)
     return turn.reply
+
+
+def _remember_unanswered(services, incoming: Incoming, turn) -> None:
+    """Queue the question for operators, with the suggestions and embedding they group by."""
+    nlu = services.dialogue.nlu
+    lang = turn.lang or "ja"
+    suggestions = [(i, nlu.faq.get(i).text(lang).question) for i in turn.suggestions if nlu.faq.get(i)]
+    text = redact(turn.question) if services.settings.log_redact else turn.question
+    services.unanswered.add(incoming.platform, incoming.user_id, text, lang, turn.decision, suggestions,
+                            nlu.embedder.query(turn.question))
 
 
 def _log_incoming(services, incoming: Incoming, turn) -> None:

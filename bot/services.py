@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from rq import Queue
 
 from bot.convlog import ConversationLog
+from bot.faq_overlay import FaqOverlay
 from bot.handover import Handover
 from bot.platforms.line import LineAdapter
 from bot.platforms.slack import SlackAdapter
 from bot.redis_conn import connect
 from bot.state import StateStore
+from bot.unanswered import Unanswered
 from config.settings import Settings
 
 
@@ -27,6 +29,8 @@ class Services:
     states: StateStore
     convlog: ConversationLog
     handover: Handover
+    unanswered: Unanswered
+    overlay: FaqOverlay
     dialogue: object = None  # bot.dialogue.Dialogue, only in workers
 
 
@@ -50,6 +54,8 @@ def build_services(settings: Settings, redis=None) -> Services:
         adapters=adapters,
         states=StateStore(redis, settings.state_ttl_seconds),
         handover=Handover(redis, settings.log_retention_days * 86400),
+        unanswered=Unanswered(redis),
+        overlay=FaqOverlay(redis),
         convlog=ConversationLog(
             redis,
             settings.log_retention_days,

@@ -12,6 +12,7 @@ class ConversationState:
     misses: int = 0  # consecutive questions we could not answer
     handoff: bool = False  # the resident should hear from a person
     last_answer: str = ""  # FAQ id of the last answer, for feedback
+    last_question: str = ""  # what the resident last asked, so a 👎 can say which question failed
 
 
 class StateStore:

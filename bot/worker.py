@@ -27,7 +27,7 @@ HEARTBEAT_EVERY_S = 5
 def build_worker_services(settings: Settings, redis=None, nlu=None):
     """Services plus the dialogue (and so the loaded NLU), installed for jobs."""
     services = build_services(settings, redis)
-    nlu = nlu or build_nlu(settings)
+    nlu = nlu or build_nlu(settings, overlay=services.overlay.snapshot)
     services.dialogue = Dialogue(
         nlu,
         handoff_after_misses=settings.handoff_after_misses,

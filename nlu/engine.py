@@ -10,7 +10,7 @@ import threading
 import time
 
 from nlu.decision import Decision, Policy
-from nlu.faq import Faq, FaqError, load_faq, signature_of
+from nlu.faq import Faq, FaqError, load_faq, signature_of, with_alternates
 from nlu.retrieval import HybridRetriever
 from nlu.text import detect_language
 
@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
-    def __init__(self, faq_dir, policy: Policy, embedder, reranker=None, top_k: int = 10):
+    def __init__(self, faq_dir, policy: Policy, embedder, reranker=None, top_k: int = 10, overlay=None):
         self.faq_dir = faq_dir
+        self.overlay = overlay  # () -> (version, {(faq id, lang): [accepted alternates]}), or None
         self.policy = policy
         self.embedder = embedder
         self.reranker = reranker
@@ -29,7 +30,7 @@ class Nlu:
         self.last_error: str | None = None
         self.loaded_at = 0.0
         self._lock = threading.Lock()
-        faq = load_faq(faq_dir)  # the first load must succeed: nothing to fall back to
+        faq = self._load()  # the first load must succeed: nothing to fall back to
         self._current = (faq, HybridRetriever.for_faq(faq, embedder))
         self.loaded_at = time.time()
 
@@ -56,10 +57,10 @@ class Nlu:
     def reload_if_changed(self) -> bool:
         """Reload when the files changed; keep the old FAQ (and say why) if the new one is broken."""
         with self._lock:
-            if signature_of(self.faq_dir) == self.faq.signature:
+            if self._signature() == self.faq.signature:
                 return False
             try:
-                faq = load_faq(self.faq_dir)
+                faq = self._load()
             except FaqError as error:
                 if self.last_error != str(error):
                     log.error("FAQ not reloaded, still serving the previous version: %s", error)
@@ -70,6 +71,16 @@ class Nlu:
             self.loaded_at = time.time()
             log.info("FAQ reloaded: %d entries", len(faq.entries))
             return True
+
+    def _signature(self) -> tuple:
+        """The files' state, plus the overlay's version: a change in either means reload."""
+        version = self.overlay()[0] if self.overlay else 0
+        return (signature_of(self.faq_dir), version)
+
+    def _load(self) -> Faq:
+        signature = self._signature()
+        extra = self.overlay()[1] if self.overlay else {}
+        return with_alternates(load_faq(self.faq_dir), extra, signature)
 
     def status(self) -> dict:
         """What /healthz and operators need to know about the FAQ in service."""

@@ -64,6 +64,20 @@ class Faq:
         return self._by_id.get(faq_id)
 
 
+def with_alternates(faq: Faq, extra: dict, signature: tuple) -> Faq:
+    """The FAQ plus alternates accepted by operators: {(faq id, lang): [texts]}; unknown ids are skipped."""
+    entries = []
+    for entry in faq.entries:
+        texts = dict(entry.texts)
+        for lang in LANGUAGES:
+            added = [t for t in extra.get((entry.id, lang), []) if t not in texts[lang].phrasings]
+            if added:
+                text = texts[lang]
+                texts[lang] = FaqText(text.question, text.alternates + tuple(added), text.answer)
+        entries.append(FaqEntry(entry.id, entry.category, entry.url, texts))
+    return Faq(entries=tuple(entries), signature=signature)
+
+
 def signature_of(directory: Path) -> tuple:
     """Names, sizes and modification times: cheap to poll, changes on every save."""
     return tuple(

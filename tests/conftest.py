@@ -7,8 +7,11 @@ import json
 import time
 import uuid
 
+import re
+
 import pytest
 from rq import SimpleWorker
+from werkzeug.security import generate_password_hash
 
 from bot.app import create_app
 from bot.local_chat import sign
@@ -22,6 +25,8 @@ CHANNEL_SECRET = "test-channel-secret"
 ACCESS_TOKEN = "test-access-token"
 SLACK_SECRET = "test-slack-signing-secret"
 BOT_USER = "UBOTSELF"
+OPERATOR_PASSWORD = "correct horse battery staple"
+OPERATORS = ",".join(f"{name}:{generate_password_hash(OPERATOR_PASSWORD)}" for name in ("sato", "suzuki"))
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +81,8 @@ def settings(redis_server, fake_line, fake_slack) -> Settings:
         redis_url=url_of(redis_server),
         faq_dir=str(PROJECT_ROOT / "faq_data"),
         job_retry_intervals=(0,),
+        console_operators=OPERATORS,
+        secret_key="test-session-key",
         loading_animation_after_ms=5000,
     )
 
@@ -101,6 +108,30 @@ def worker(settings, redis, nlu, line_api, slack_api):
     services = build_worker_services(settings, redis=redis, nlu=nlu)
     services.run = lambda: SimpleWorker([services.queue], connection=redis).work(burst=True)
     return services
+
+
+def sign_in(client, name="sato", password=OPERATOR_PASSWORD):
+    """Sign in through the login form, CSRF token included."""
+    page = client.get("/console/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return client.post("/console/login", data={"name": name, "password": password, "csrf_token": token})
+
+
+@pytest.fixture
+def operator(client):
+    """The test client, signed in to the console as "sato"."""
+    assert sign_in(client).status_code == 302
+    return client
+
+
+def form(client, **values):
+    """A console form as the page posts it: with the session's CSRF token."""
+    with client.session_transaction() as session:
+        token = session.get("csrf")
+    if token is None:  # a fresh session gets its token with the first page it renders
+        client.get("/console/waiting")
+        return form(client, **values)
+    return {"csrf_token": token, **values}
 
 
 def line_event(kind="text", text="", user="Uresident1", data="", age_s=0.0, event_id=None, redelivery=False):

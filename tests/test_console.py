@@ -1,52 +1,10 @@
 """The operator console: sign-in, CSRF, live list, take over → bot silent → operator reply → hand back."""
-import re
-
 import pytest
-from werkzeug.security import generate_password_hash
 
 from bot.app import create_app
 from bot.console.conversations import anonymous_id
 from bot.platforms.line import retry_key
-from tests.conftest import line_event, post_events
-
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def console_settings(settings):
-    hashed = generate_password_hash(PASSWORD)
-    return settings.replace(console_operators=f"sato:{hashed},suzuki:{hashed}", secret_key="test-session-key")
-
-
-@pytest.fixture
-def app(console_settings, redis):
-    return create_app(console_settings, redis=redis)
-
-
-def csrf_of(client) -> str:
-    page = client.get("/console/login").get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-def sign_in(client, name="sato", password=PASSWORD):
-    return client.post("/console/login", data={"name": name, "password": password, "csrf_token": csrf_of(client)})
-
-
-@pytest.fixture
-def operator(client):
-    assert sign_in(client).status_code == 302
-    return client
-
-
-def form(client, **values):
-    """A console form as the page posts it: with the session's CSRF token."""
-    with client.session_transaction() as session:
-        token = session.get("csrf")
-    if token is None:  # a fresh session gets its token with the first page it renders
-        client.get("/console/waiting")
-        return form(client, **values)
-    return {"csrf_token": token, **values}
-
+from tests.conftest import OPERATOR_PASSWORD, form, line_event, post_events, sign_in
 
 @pytest.mark.parametrize("path", ["/console/", "/console/conversations", "/console/waiting", "/console/stream",
                                   "/console/c/line/U1"])
@@ -78,7 +36,7 @@ def test_the_session_cookie_is_http_only_and_same_site(client):
 
 @pytest.mark.parametrize("path", ["/console/login", "/console/logout", "/console/c/line/U1/takeover"])
 def test_a_post_without_the_csrf_token_is_refused(operator, path):
-    assert operator.post(path, data={"name": "sato", "password": PASSWORD}).status_code == 400
+    assert operator.post(path, data={"name": "sato", "password": OPERATOR_PASSWORD}).status_code == 400
 
 
 def test_sign_out_ends_the_session(operator):
@@ -152,9 +110,9 @@ def test_take_over_silences_the_bot_sends_operator_replies_and_hand_back_restore
     assert line_api.sent("/reply")[-1].body["messages"][0]["text"].startswith(nlu.faq.get("visitor-register").text("ja").answer)
 
 
-def test_only_the_operator_in_charge_can_send(operator, client, worker, line_api, console_settings, redis):
+def test_only_the_operator_in_charge_can_send(operator, worker, line_api, settings, redis):
     operator.post("/console/c/line/Ushared/takeover", data=form(operator))
-    other = create_app(console_settings, redis=redis).test_client()
+    other = create_app(settings, redis=redis).test_client()
     sign_in(other, name="suzuki")
     other.post("/console/c/line/Ushared/send", data=form(other, text="hello"))
     worker.run()

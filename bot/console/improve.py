@@ -1,0 +1,79 @@
+"""The "unanswered" view: group what the bot could not answer, and turn it into FAQ phrasings."""
+from __future__ import annotations
+
+import numpy as np
+from flask import Response, current_app, flash, redirect, render_template, request, url_for
+
+from bot.console import bp
+from bot.unanswered import unpack
+from nlu.faq import FaqError, load_faq
+from nlu.faq_patch import patch
+
+SAME_QUESTION = 0.92  # cosine of e5 embeddings above which two questions count as one
+
+
+def group(items: list[dict], threshold: float = SAME_QUESTION) -> list[dict]:
+    """Greedy grouping of near-duplicates, per language, newest question first in each group."""
+    groups: list[dict] = []
+    for item in items:
+        vector = unpack(item["vector"])
+        vector /= np.linalg.norm(vector) or 1.0
+        home = next((g for g in groups if g["lang"] == item["lang"] and float(g["centroid"] @ vector) >= threshold),
+                    None)
+        if home is None:
+            groups.append({"lang": item["lang"], "centroid": vector, "items": [item]})
+        else:
+            home["items"].append(item)
+            home["centroid"] = home["centroid"] + (vector - home["centroid"]) / len(home["items"])
+    for g in groups:
+        g["ids"] = ",".join(i["id"] for i in g["items"])
+        g["suggestions"] = g["items"][0]["suggestions"]
+    return sorted(groups, key=lambda g: -len(g["items"]))
+
+
+def _faq():
+    """The FAQ files (not the model) — only to offer and check entry ids."""
+    try:
+        return load_faq(current_app.extensions["bot"].settings.faq_dir)
+    except FaqError:
+        return None
+
+
+@bp.get("/unanswered")
+def unanswered():
+    services = current_app.extensions["bot"]
+    faq = _faq()
+    return render_template("console/unanswered.html", groups=group(services.unanswered.items()),
+                           entries=faq.entries if faq else [], pending=services.overlay.snapshot()[1])
+
+
+@bp.post("/unanswered/attach")
+def attach():
+    """Accept a question as a new alternate phrasing of an entry; the worker picks it up within seconds."""
+    services = current_app.extensions["bot"]
+    faq, faq_id = _faq(), request.form.get("faq_id", "").strip()
+    items = {i["id"]: i for i in services.unanswered.items()}
+    chosen = [items[i] for i in request.form.getlist("item") if i in items]
+    if faq is None or faq.get(faq_id) is None or not chosen:
+        flash(f"Pick a question and an existing FAQ entry (got {faq_id!r}).")
+        return redirect(url_for("console.unanswered"))
+    for item in chosen:
+        services.overlay.add(faq_id, item["lang"], item["text"])
+    services.unanswered.remove([i["id"] for i in chosen])
+    flash(f"Added {len(chosen)} phrasing(s) to {faq_id}; the bot uses them within a few seconds.")
+    return redirect(url_for("console.unanswered"))
+
+
+@bp.post("/unanswered/dismiss")
+def dismiss():
+    current_app.extensions["bot"].unanswered.remove(request.form.get("ids", "").split(","))
+    return redirect(url_for("console.unanswered"))
+
+
+@bp.get("/unanswered/patch")
+def export_patch():
+    """The accepted phrasings as a diff of faq_data/ (review, then ``git apply``)."""
+    services = current_app.extensions["bot"]
+    diff = patch(services.settings.faq_dir, services.overlay.snapshot()[1])
+    return Response(diff or "# nothing accepted yet\n", mimetype="text/x-diff",
+                    headers={"Content-Disposition": "attachment; filename=faq-alternates.patch"})

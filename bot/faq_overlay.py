@@ -1,0 +1,39 @@
+"""Alternate phrasings accepted by operators, kept in Redis until merged into the FAQ files.
+
+Redis, not a file, because web and worker may run on different machines;
+the worker folds these into the FAQ it serves (``Nlu(overlay=…)``) and the
+console exports them as a patch to ``faq_data/``.
+"""
+from __future__ import annotations
+
+import json
+
+_KEY, _VERSION = "faq:overlay", "faq:overlay:version"
+
+
+class FaqOverlay:
+    def __init__(self, redis):
+        self.redis = redis
+
+    def add(self, faq_id: str, lang: str, text: str) -> None:
+        field = f"{faq_id}|{lang}"
+        texts = json.loads(self.redis.hget(_KEY, field) or "[]")
+        if text not in texts:
+            pipe = self.redis.pipeline()
+            pipe.hset(_KEY, field, json.dumps(texts + [text], ensure_ascii=False))
+            pipe.incr(_VERSION)
+            pipe.execute()
+
+    def snapshot(self) -> tuple[int, dict]:
+        """(version, {(faq id, lang): [texts]}) — what ``Nlu`` asks for on each heartbeat."""
+        pipe = self.redis.pipeline()
+        pipe.get(_VERSION)
+        pipe.hgetall(_KEY)
+        version, raw = pipe.execute()
+        extra = {tuple(k.decode().split("|", 1)): json.loads(v) for k, v in raw.items()}
+        return int(version or 0), extra
+
+    def clear(self) -> None:
+        """After the patch was applied to the files, the overlay is no longer needed."""
+        self.redis.delete(_KEY)
+        self.redis.incr(_VERSION)

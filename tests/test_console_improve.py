@@ -1,0 +1,97 @@
+"""Improving the FAQ from the console, and the numbers on the dashboard."""
+import csv
+import io
+import shutil
+from datetime import date
+
+import pytest
+from rq import SimpleWorker
+
+from bot.console.improve import group
+from bot.unanswered import pack
+from bot.worker import beat, build_worker_services
+from config.settings import PROJECT_ROOT
+from nlu import Nlu, Policy, policy_from
+from bot.faq_overlay import FaqOverlay
+from tests.conftest import form, line_event, post_events
+
+
+def item(item_id, text, vector, lang="ja"):
+    return {"id": item_id, "text": text, "lang": lang, "vector": pack(vector), "suggestions": [], "ts": 0}
+
+
+def test_near_duplicate_questions_are_grouped_and_different_ones_are_not():
+    a, b, c = [1.0, 0.0, 0.0], [0.99, 0.05, 0.0], [0.0, 1.0, 0.0]
+    groups = group([item("1", "x", a), item("2", "y", b), item("3", "z", c), item("4", "w", a, lang="en")])
+    assert sorted(len(g["items"]) for g in groups) == [1, 1, 2]
+    assert groups[0]["ids"] == "1,2"
+
+
+@pytest.fixture
+def small_worker(tmp_path, settings, redis, nlu, line_api, slack_api):
+    """A worker over a copy of two FAQ files, reading operator-accepted alternates from Redis."""
+    for name in ("costs.yaml", "qr_code.yaml"):
+        shutil.copy(PROJECT_ROOT / "faq_data" / name, tmp_path)
+    local = settings.replace(faq_dir=str(tmp_path))
+    small = Nlu(tmp_path, policy_from(local), nlu.embedder, overlay=FaqOverlay(redis).snapshot)
+    services = build_worker_services(local, redis=redis, nlu=small)
+    services.run = lambda: SimpleWorker([services.queue], connection=redis).work(burst=True)
+    return services
+
+
+def test_an_attached_alternate_makes_the_bot_answer_that_phrasing(operator, small_worker, line_api, monkeypatch):
+    question = "ポスター代は市が出してくれるの？うちのお店プリンターがないんだけど"
+    monkeypatch.setattr(small_worker.dialogue.nlu, "policy", Policy(0.999, 0.0, 0.0))  # only near-exact matches answer
+    post_events(operator, line_event(text=question, user="Uimprove"))
+    small_worker.run()
+    assert line_api.sent()[0].body["messages"][0]["text"].startswith("もしかして")
+
+    page = operator.get("/console/unanswered").get_data(as_text=True)
+    assert question in page and "cost-printing" in page
+    [pending] = small_worker.unanswered.items()
+    operator.post("/console/unanswered/attach", data=form(operator, item=pending["id"], faq_id="cost-printing"))
+    assert small_worker.unanswered.items() == []
+
+    beat(small_worker)  # the worker's heartbeat reloads the FAQ with the accepted phrasing
+    line_api.reset()
+    post_events(operator, line_event(text=question, user="Uimprove"))
+    small_worker.run()
+    answer = small_worker.dialogue.nlu.faq.get("cost-printing").text("ja").answer
+    assert line_api.sent()[0].body["messages"][0]["text"].startswith(answer)
+
+    diff = operator.get("/console/unanswered/patch").get_data(as_text=True)
+    assert diff.startswith("--- a/") and f'+        - "{question}"' in diff
+
+
+def test_dismissed_questions_leave_the_queue(operator, worker):
+    worker.unanswered.add("line", "U1", "天気は？", "ja", "fallback", [], [1.0, 0.0])
+    [pending] = worker.unanswered.items()
+    operator.post("/console/unanswered/dismiss", data=form(operator, ids=pending["id"]))
+    assert worker.unanswered.items() == []
+
+
+def test_attaching_to_an_unknown_entry_is_refused(operator, worker):
+    worker.unanswered.add("line", "U1", "天気は？", "ja", "fallback", [], [1.0, 0.0])
+    [pending] = worker.unanswered.items()
+    response = operator.post("/console/unanswered/attach", data=form(operator, item=pending["id"], faq_id="nope"),
+                             follow_redirects=True)
+    assert "existing FAQ entry" in response.get_data(as_text=True)
+    assert len(worker.unanswered.items()) == 1
+
+
+def test_the_dashboard_counts_resolution_feedback_and_response_time(operator, worker, nlu, monkeypatch):
+    post_events(operator, line_event(text=nlu.faq.get("visitor-register").text("ja").question, user="Uok"))
+    post_events(operator, line_event(kind="postback", user="Uok", data="a=feedback&faq=visitor-register&v=up&lang=ja"))
+    worker.run()
+    monkeypatch.setattr(worker.dialogue.nlu, "policy", Policy(2.0, 0.0, 2.0))
+    for text in ("粗大ごみは？", "図書館は？"):
+        post_events(operator, line_event(text=text, user="Ulost"))
+        worker.run()
+    page = operator.get("/console/dashboard").get_data(as_text=True)
+    assert '<b id="resolved">50%</b>' in page  # one of two conversations needed a person
+    assert "👍 1 · 👎 0" in page and "visitor-register" in page and "粗大ごみは？" in page
+    rows = dict(csv.reader(io.StringIO(operator.get("/console/dashboard.csv").get_data(as_text=True).lstrip("\ufeff"))))
+    assert rows["conversations"] == "2" and rows["messages"] == "3" and float(rows["response_ms_p50"]) >= 0
+    assert rows[f"messages {date.today().isoformat()}"] == "3"
+    conversations = operator.get("/console/conversations.csv").get_data(as_text=True)
+    assert "図書館は？" in conversations and "Ulost" not in conversations
