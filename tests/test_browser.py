@@ -1,0 +1,103 @@
+"""End to end in a real headless Chromium: an operator's day in the console.
+
+Needs Debian's chromium (``scripts/test`` installs it where it can); skipped
+with a clear reason only when no browser is available.
+"""
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rq import SimpleWorker
+from werkzeug.serving import make_server
+
+from bot.app import create_app
+from bot.worker import build_worker_services
+from config.settings import PROJECT_ROOT
+from nlu import Policy
+from tests.conftest import OPERATOR_PASSWORD, line_event, post_events
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium: `apt-get install -y chromium` (scripts/test tries)")
+
+
+@pytest.fixture
+def served(settings, redis, nlu, line_api):
+    """The app on loopback (threaded, for Server-Sent Events) and a worker to drain the queue."""
+    app = create_app(settings, redis=redis)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    services = build_worker_services(settings, redis=redis, nlu=nlu)
+    yield f"http://127.0.0.1:{server.server_port}", app.test_client(), services
+    server.shutdown()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def drain(services):
+    SimpleWorker([services.queue], connection=services.redis).work(burst=True)
+
+
+def test_an_operator_watches_takes_over_replies_hands_back_and_improves_the_faq(served, page, line_api, monkeypatch):
+    url, webhook, services = served
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(f"{url}/console/conversations")
+    page.fill("input[name=name]", "sato")
+    page.fill("input[name=password]", OPERATOR_PASSWORD)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_selector("text=● live")
+
+    # A resident's message appears in the list without reloading.
+    monkeypatch.setattr(services.dialogue.nlu, "policy", Policy(2.0, 0.0, 0.5))  # clarify: lands in "unanswered"
+    question = "お店のポスターの印刷代って自腹ですか？"
+    started = time.perf_counter()
+    post_events(webhook, line_event(text=question, user="Ubrowser"))
+    drain(services)
+    logged = time.perf_counter()
+    page.wait_for_selector(f"#rows >> text={question}", timeout=10_000)
+    shown = time.perf_counter()
+    (ARTIFACTS / "live_list_latency.json").write_text(json.dumps(
+        {"webhook_to_row_s": shown - started, "log_write_to_row_s": shown - logged}, indent=2))
+
+    # Take over and reply as the account.
+    page.click(f"#rows >> text={question} >> xpath=ancestor::tr//a")
+    page.click("button:has-text('Take over')")
+    page.fill("textarea[name=text]", "担当の佐藤です。印刷代についてご案内します。")
+    page.click("button:has-text('Send')")
+    drain(services)
+    [push] = line_api.sent("/push")
+    assert push.body["messages"][0]["text"] == "担当の佐藤です。印刷代についてご案内します。"
+    page.reload()
+    page.wait_for_selector("text=担当の佐藤です。印刷代についてご案内します。")
+    page.screenshot(path=str(ARTIFACTS / "transcript.png"), full_page=True)
+
+    # Hand back: the bot answers this resident again.
+    page.click("button:has-text('Hand back to the bot')")
+    page.wait_for_selector("text=the bot is answering")
+    assert services.handover.operator_of("line", "Ubrowser") is None
+
+    # Accept the unanswered question as an alternate of the printing-costs entry.
+    page.click("nav >> text=Unanswered")
+    page.wait_for_selector(f"text={question}")
+    page.select_option("select[name=faq_id]", "cost-printing")
+    page.click("button:has-text('Attach as alternate')")
+    page.wait_for_selector("text=Added 1 phrasing(s) to cost-printing")
+    assert services.overlay.snapshot()[1] == {("cost-printing", "ja"): [question]}
+
+    page.click("nav >> text=Dashboard")
+    page.wait_for_selector("#resolved")
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert Path(ARTIFACTS / "dashboard.png").stat().st_size > 10_000
