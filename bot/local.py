@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 
 from bot.redis_conn import start_embedded, url_of
-from config.settings import Settings
+from config.settings import LOCAL_OPERATOR, Settings
 
 
 def wait_healthy(url: str, processes, timeout_s: float = 180) -> bool:
@@ -56,8 +56,11 @@ def main(argv=None) -> int:
         if not wait_healthy(f"http://127.0.0.1:{args.port}/healthz", processes):
             print("\nStartup failed: see the messages above.", file=sys.stderr)
             return 1
-        print(f"\n\n  Chat with the bot:  http://127.0.0.1:{args.port}/\n  Health:             "
-              f"http://127.0.0.1:{args.port}/healthz\n  Stop with Ctrl-C.\n", flush=True)
+        base = f"http://127.0.0.1:{args.port}"
+        local_login = settings.console_operators == LOCAL_OPERATOR
+        print(f"\n\n  Chat with the bot:  {base}/\n"
+              f"  Operator console:   {base}/console{'   (operator / operator)' if local_login else ''}\n"
+              f"  Health:             {base}/healthz\n  Stop with Ctrl-C.\n", flush=True)
         while all(p.poll() is None for p in processes):
             time.sleep(1)
         return 1
