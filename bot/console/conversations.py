@@ -108,13 +108,17 @@ def transcript(platform: str, user_id: str):
     )
 
 
+def _noted(platform: str, user_id: str, decision: str, text: str):
+    """Record an operator's action in the transcript, then show the transcript."""
+    _services().convlog.append(platform, user_id, "event", f"{g.operator} {text}", decision=decision,
+                               operator=g.operator)
+    return redirect(url_for("console.transcript", platform=platform, user_id=user_id))
+
+
 @bp.post("/c/<platform>/<user_id>/takeover")
 def take_over(platform: str, user_id: str):
-    services = _services()
-    services.handover.take_over(platform, user_id, g.operator)
-    services.convlog.append(platform, user_id, "event", f"{g.operator} took over", decision="takeover",
-                            operator=g.operator)
-    return redirect(url_for("console.transcript", platform=platform, user_id=user_id))
+    _services().handover.take_over(platform, user_id, g.operator)
+    return _noted(platform, user_id, "takeover", "took over")
 
 
 @bp.post("/c/<platform>/<user_id>/handback")
@@ -126,9 +130,7 @@ def hand_back(platform: str, user_id: str):
     state.handoff, state.misses = False, 0
     services.states.save(platform, user_id, state)
     services.redis.hdel(summary_key(platform, user_id), "handoff_since")
-    services.convlog.append(platform, user_id, "event", f"{g.operator} handed back to the bot", decision="handback",
-                            operator=g.operator)
-    return redirect(url_for("console.transcript", platform=platform, user_id=user_id))
+    return _noted(platform, user_id, "handback", "handed back to the bot")
 
 
 @bp.post("/c/<platform>/<user_id>/send")
