@@ -80,8 +80,7 @@ def test_an_operator_watches_takes_over_replies_hands_back_and_improves_the_faq(
     drain(services)
     [push] = line_api.sent("/push")
     assert push.body["messages"][0]["text"] == "担当の佐藤です。印刷代についてご案内します。"
-    page.reload()
-    page.wait_for_selector("text=担当の佐藤です。印刷代についてご案内します。")
+    page.wait_for_selector(".turn.out.operator >> text=担当の佐藤です。印刷代についてご案内します。")  # live
     page.screenshot(path=str(ARTIFACTS / "transcript.png"), full_page=True)
 
     # Hand back: the bot answers this resident again.

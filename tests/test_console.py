@@ -156,3 +156,14 @@ def test_the_retry_key_of_an_operator_message_is_stable(worker, line_api):
     assert jobs.send_operator_message("line", "Uretry", "hi", "sato", "m1") == "push"
     assert jobs.send_operator_message("line", "Uretry", "hi", "sato", "m1") == "already-sent"
     assert line_api.sent()[0].headers["X-Line-Retry-Key"] == retry_key("m1")
+
+
+def test_a_reconnecting_stream_resumes_after_the_last_event_it_got(operator, worker, nlu):
+    post_events(operator, line_event(text="一つ目", user="Ufirst"))
+    post_events(operator, line_event(text="二つ目", user="Usecond"))
+    worker.run()
+    replay = operator.get("/console/stream?wait=0.2&since=0").get_data(as_text=True)
+    ids = [line[4:] for line in replay.splitlines() if line.startswith("id: ")]
+    assert len(ids) == 4 and '"user": "Ufirst"' in replay
+    resumed = operator.get("/console/stream?wait=0.2&since=0", headers={"Last-Event-ID": ids[1]}).get_data(as_text=True)
+    assert '"user": "Ufirst"' not in resumed and resumed.count("event: turn") == 2

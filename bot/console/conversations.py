@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from datetime import datetime
@@ -14,6 +15,7 @@ from bot.convlog import GLOBAL_STREAM, summary_key
 
 _SEARCH_DEPTH = 100  # turns per conversation searched for text
 _STREAMED = (b"platform", b"user", b"direction", b"decision")  # no message text leaves through the stream
+_STREAM_ID = re.compile(r"^\d+-\d+$")
 
 
 def _services():
@@ -149,12 +151,18 @@ def stream():
     """Server-Sent Events: one event per new turn; the page refreshes what it shows.
 
     Each connection lasts ``wait`` seconds (EventSource reconnects by itself),
-    so a gunicorn thread is never held forever.
+    so a gunicorn thread is never held forever.  ``since`` (epoch ms) replays
+    turns logged after the page was rendered.
     """
     redis, wait_s = _services().redis, min(float(request.args.get("wait", 25)), 60)
+    resume, since = request.headers.get("Last-Event-ID", ""), request.args.get("since", "")
+    if _STREAM_ID.match(resume):  # a reconnect: carry on after the last event the page got
+        start = resume
+    else:  # the page's render time, so no turn slips in between render and connect
+        start = f"{since}-0" if since.isdigit() else "$"
 
     def events():
-        last, deadline = "$", time.monotonic() + wait_s
+        last, deadline = start, time.monotonic() + wait_s
         yield "retry: 1000\n\n"
         while time.monotonic() < deadline:
             block_ms = max(1, int(min(5, deadline - time.monotonic()) * 1000))
@@ -162,11 +170,16 @@ def stream():
                 for entry_id, fields in entries:
                     last = entry_id
                     turn = {k.decode(): v.decode() for k, v in fields.items() if k in _STREAMED}
-                    yield f"event: turn\ndata: {json.dumps(turn)}\n\n"
+                    yield f"id: {entry_id.decode()}\nevent: turn\ndata: {json.dumps(turn)}\n\n"
             yield ": keep-alive\n\n"
 
     return Response(stream_with_context(events()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@bp.app_context_processor
+def _now_ms():
+    return {"now_ms": int(time.time() * 1000)}
 
 
 @bp.app_template_filter("since")
