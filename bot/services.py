@@ -54,7 +54,7 @@ def build_services(settings: Settings, redis=None) -> Services:
         adapters=adapters,
         states=StateStore(redis, settings.state_ttl_seconds),
         handover=Handover(redis, settings.log_retention_days * 86400),
-        unanswered=Unanswered(redis),
+        unanswered=Unanswered(redis, settings.log_retention_days),
         overlay=FaqOverlay(redis),
         convlog=ConversationLog(
             redis,

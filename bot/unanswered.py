@@ -13,7 +13,8 @@ import uuid
 
 import numpy as np
 
-_KEY = "unanswered:items"
+_KEY, _ORDER = "unanswered:items", "unanswered:order"  # hash id -> item; sorted set id -> time
+MAX_ITEMS = 5000
 
 
 def pack(vector) -> str:
@@ -25,16 +26,27 @@ def unpack(packed: str) -> np.ndarray:
 
 
 class Unanswered:
-    def __init__(self, redis):
+    def __init__(self, redis, retention_days: int = 30):
         self.redis = redis
+        self.retention_ms = retention_days * 86400 * 1000
 
     def add(self, platform: str, user_id: str, text: str, lang: str, reason: str, suggestions, vector) -> str:
         """``suggestions``: [(faq id, question)] best first; ``vector``: the question's embedding."""
         item_id = uuid.uuid4().hex[:12]
         item = {"id": item_id, "ts": int(time.time() * 1000), "platform": platform, "user": user_id, "text": text,
                 "lang": lang, "reason": reason, "suggestions": [list(s) for s in suggestions], "vector": pack(vector)}
-        self.redis.hset(_KEY, item_id, json.dumps(item, ensure_ascii=False))
+        pipe = self.redis.pipeline()
+        pipe.hset(_KEY, item_id, json.dumps(item, ensure_ascii=False))
+        pipe.zadd(_ORDER, {item_id: item["ts"]})
+        pipe.execute()
+        self._trim(item["ts"])
         return item_id
+
+    def _trim(self, now_ms: int) -> None:
+        """Residents' questions are kept no longer than the conversation log, and never without bound."""
+        expired = self.redis.zrangebyscore(_ORDER, 0, now_ms - self.retention_ms)
+        surplus = self.redis.zrange(_ORDER, 0, -MAX_ITEMS - 1)
+        self.remove([i.decode() for i in set(expired) | set(surplus)])
 
     def items(self) -> list[dict]:
         """Newest first."""
@@ -42,5 +54,6 @@ class Unanswered:
         return sorted(items, key=lambda item: -item["ts"])
 
     def remove(self, item_ids) -> None:
+        item_ids = [i for i in item_ids if i]
         if item_ids:
-            self.redis.hdel(_KEY, *item_ids)
+            self.redis.pipeline().hdel(_KEY, *item_ids).zrem(_ORDER, *item_ids).execute()

@@ -95,3 +95,15 @@ def test_the_dashboard_counts_resolution_feedback_and_response_time(operator, wo
     assert rows[f"messages {date.today().isoformat()}"] == "3"
     conversations = operator.get("/console/conversations.csv").get_data(as_text=True)
     assert "図書館は？" in conversations and "Ulost" not in conversations
+
+
+def test_the_unanswered_queue_forgets_old_questions_and_stays_bounded(redis, monkeypatch):
+    from bot import unanswered
+
+    queue = unanswered.Unanswered(redis, retention_days=1)
+    old = queue.add("line", "U1", "古い質問", "ja", "fallback", [], [1.0, 0.0])
+    redis.zadd("unanswered:order", {old: 0})  # as if logged long ago
+    monkeypatch.setattr(unanswered, "MAX_ITEMS", 2)
+    for text in ("一", "二", "三"):
+        queue.add("line", "U1", text, "ja", "fallback", [], [1.0, 0.0])
+    assert sorted(i["text"] for i in queue.items()) == ["三", "二"]
