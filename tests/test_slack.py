@@ -135,3 +135,9 @@ def test_slack_routes_are_off_until_configured(settings, redis):
     client = create_app(settings.replace(slack_signing_secret="", slack_bot_token=""), redis=redis).test_client()
     assert slack_post(client, json.dumps(slack_message("hi"))).status_code == 404
     assert slack_post(client, "payload=%7B%7D", path="/slack/interactions").status_code == 404
+
+
+def test_a_file_sent_by_dm_gets_the_text_only_reply(client, worker, slack_api):
+    ask(client, worker, slack_message("", subtype="file_share", files=[{"id": "F1", "name": "photo.jpg"}]))
+    [sent] = slack_api.sent()
+    assert "text messages" in sent.body["text"]

@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 
-from bot.messages import POSTBACK, TEXT, Incoming, Reply, SendError, decode_postback, encode_postback
+from bot.messages import POSTBACK, TEXT, UNSUPPORTED, Incoming, Reply, SendError, decode_postback, encode_postback
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,17 @@ class SlackAdapter:
             return _click(raw, self.event_id(raw))
         event = raw.get("event") or {}
         own = {a.get("user_id") for a in raw.get("authorizations") or []}
-        if event.get("bot_id") or event.get("subtype") or not event.get("user") or event.get("user") in own:
+        subtype = event.get("subtype")
+        from_a_bot = event.get("bot_id") or not event.get("user") or event.get("user") in own
+        if from_a_bot or subtype not in (None, "file_share"):
             return None  # our own and other bots' messages, edits, deletions, joins…
         in_dm = event.get("type") == "message" and event.get("channel_type") == "im"
         if not in_dm and event.get("type") != "app_mention":
             return None
         thread = event.get("thread_ts") or (None if in_dm else event.get("ts"))
         return Incoming(
-            platform=PLATFORM, user_id=event["user"], event_id=self.event_id(raw), kind=TEXT,
+            platform=PLATFORM, user_id=event["user"], event_id=self.event_id(raw),
+            kind=UNSUPPORTED if subtype == "file_share" else TEXT,
             timestamp_ms=int(float(event.get("ts") or raw.get("event_time") or 0) * 1000),
             text=_MENTION.sub("", event.get("text") or "").strip(), detail=event["type"],
             address={"channel": event.get("channel"), "thread_ts": thread},
