@@ -21,18 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT
 from nlu.crossencoder import CrossEncoder
+from nlu.benchmarks import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
 from nlu.rerank import CrossEncoderReranker, compare, mix, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex
-from nlu.training.lists import SIZE, build_lists, corpus_entries, faq_lists
+from nlu.training.lists import SIZE, build_lists, faq_lists
 
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets"
-DEMO_QUERIES = PROJECT_ROOT / "benchmarks" / "demo_paraphrases.yaml"
 WEIGHTS = (1.0, 0.8, 0.5, 0.2)
 GRID = tuple(round(0.1 * i, 1) for i in range(11))  # weights tried on the held-out lists
 
@@ -106,21 +104,15 @@ def logger(path: Path):
     return log
 
 
-def corpus_benchmark(folder: Path, split: str, lang: str, embedder):
-    """Retriever over an external corpus (phrasings = question, BM25 document = question + answer) and its queries."""
-    entries = corpus_entries(folder / "corpus.json", answer_chars=None)
-    index = LanguageIndex([i for i, _, _ in entries], [f"{q} {a}" for _, q, a in entries],
-                          [[q] for _, q, _ in entries], lang, embedder)
-    queries = json.loads((folder / f"queries{split}.json").read_text(encoding="utf-8"))
-    qrels = json.loads((folder / f"qrels{split}.json").read_text(encoding="utf-8"))
-    gold = {q: [d for d, grade in rel.items() if grade >= 1] for q, rel in qrels.items()}
-    return HybridRetriever({lang: index}, embedder), [(t, lang, gold[q]) for q, t in queries.items() if gold.get(q)]
-
-
-def demo_benchmark(faq_dir: Path, embedder):
-    """Our FAQ and its hand-written paraphrase set."""
-    raw = yaml.safe_load(DEMO_QUERIES.read_text(encoding="utf-8"))["queries"]
-    return HybridRetriever.for_faq(load_faq(faq_dir), embedder), [(q["text"], q["lang"], [q["faq"]]) for q in raw]
+def retriever_and_queries(benchmark, faq_dir: Path, embedder):
+    """A benchmark of ``nlu.benchmarks`` as (retriever, [(text, lang, relevant ids)]) for ``compare``."""
+    if benchmark.corpus is None:
+        retriever = HybridRetriever.for_faq(load_faq(faq_dir), embedder)
+    else:
+        c = benchmark.corpus
+        retriever = HybridRetriever({c.lang: LanguageIndex(c.ids, c.documents, c.phrasings, c.lang, embedder)},
+                                    embedder)
+    return retriever, [(q.text, q.lang, [d for d, g in q.qrels.items() if g >= 1]) for q in benchmark.queries]
 
 
 def measure(args, embedder) -> None:
@@ -129,12 +121,10 @@ def measure(args, embedder) -> None:
     model = CrossEncoder.load(args.out, args.threads)
     reranker = CrossEncoderReranker(model)
     weights = tuple(sorted(set(WEIGHTS) | {model.config.get("mix_weight", 1.0)}, reverse=True))
-    faq = args.data_dir / "faq"
-    sets = {"jhu": lambda: corpus_benchmark(faq / "jhu-covid", "", "en", embedder),
-            "localgov-dev": lambda: corpus_benchmark(faq / "localgov", "-dev", "ja", embedder),
-            "demo": lambda: demo_benchmark(args.faq_dir, embedder)}
-    for name, build in sets.items():
-        retriever, queries = build()
+    sets = {"jhu": lambda: load_set("jhu", args.data_dir), "localgov-dev": lambda: load_set("localgov", args.data_dir),
+            "demo": load_demo}
+    for name, load in sets.items():
+        retriever, queries = retriever_and_queries(load(), args.faq_dir, embedder)
         log({"set": name, **compare(retriever, reranker, queries[: args.limit], weights)})
 
 
@@ -143,7 +133,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "models" / "crossencoder")
     parser.add_argument("--minutes", type=float, default=25)
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--faq-dir", type=Path, default=PROJECT_ROOT / "faq_data")
     parser.add_argument("--adapt-faq", type=Path, help="adapt the weights in --out to this FAQ only")
     parser.add_argument("--batch-size", type=int, default=4, help="lists per step (each of SIZE candidates)")
