@@ -32,8 +32,9 @@ class Unanswered:
 
     def add(self, platform: str, user_id: str, text: str, lang: str, reason: str, suggestions, vector) -> str:
         """``suggestions``: [(faq id, question)] best first; ``vector``: the question's embedding."""
-        item_id = uuid.uuid4().hex[:12]
-        item = {"id": item_id, "ts": int(time.time() * 1000), "platform": platform, "user": user_id, "text": text,
+        now_ns = time.time_ns()
+        item_id = f"{now_ns:016x}{uuid.uuid4().hex[:6]}"  # sorts by time, so ties in the ms score trim the oldest
+        item = {"id": item_id, "ts": now_ns // 1_000_000, "platform": platform, "user": user_id, "text": text,
                 "lang": lang, "reason": reason, "suggestions": [list(s) for s in suggestions], "vector": pack(vector)}
         pipe = self.redis.pipeline()
         pipe.hset(_KEY, item_id, json.dumps(item, ensure_ascii=False))
@@ -51,7 +52,7 @@ class Unanswered:
     def items(self) -> list[dict]:
         """Newest first."""
         items = [json.loads(raw) for raw in self.redis.hvals(_KEY)]
-        return sorted(items, key=lambda item: -item["ts"])
+        return sorted(items, key=lambda item: (item["ts"], item["id"]), reverse=True)
 
     def remove(self, item_ids) -> None:
         item_ids = [i for i in item_ids if i]
