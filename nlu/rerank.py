@@ -2,12 +2,13 @@
 
 Retrieval is cheap and finds the right entry among its top 10 far more often
 than at rank 1; the cross-encoder reads the resident's question together
-with each candidate's phrasings and decides which one *means* the same.
-The cross-encoder is trained listwise (softmax over a retrieval-shaped list),
-so its logits only mean something relative to each other: they are turned into
-a distribution over the K candidates (softmax), and the final score is
-``weight * softmax(ce) + (1 - weight) * retrieval``.  The weight is chosen on
-held-out *training* lists and stored in the model's ``config.json``.
+with each candidate's phrasings and corrects the retrieval score:
+``score = retrieval + weight * logit / base_scale``.  It was trained that way
+(listwise softmax over ``base_scale * cosine + logit``), so it only has to
+learn where retrieval goes wrong, and the score stays in retrieval's units:
+the policy's absolute thresholds keep their meaning.  ``base_scale`` is fitted
+before training; ``weight`` is chosen on held-out *training* lists; both are
+stored in the model's ``config.json``.
 """
 from __future__ import annotations
 
@@ -18,25 +19,20 @@ import numpy as np
 from nlu.crossencoder import CrossEncoder
 from nlu.decision import Candidate
 
-DEFAULT_WEIGHT = 0.5
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max()) if len(logits) else logits
-    return z / z.sum() if len(logits) else z
-
-
-def mix(ce_logits: np.ndarray, retrieval: np.ndarray, weight: float) -> np.ndarray:
-    """``weight * softmax(ce_logits) + (1 - weight) * retrieval`` over one query's candidates."""
-    return weight * softmax(np.asarray(ce_logits, dtype=np.float64)) + (1 - weight) * np.asarray(retrieval)
+def corrected(retrieval, logits, base_scale: float, weight: float) -> np.ndarray:
+    """Retrieval scores plus the weighted cross-encoder correction, in retrieval's units."""
+    return np.asarray(retrieval, dtype=np.float64) + weight * np.asarray(logits, dtype=np.float64) / base_scale
 
 
 class CrossEncoderReranker:
     """``rerank(text, candidates, index)`` as ``nlu.engine.Nlu`` expects it."""
 
-    def __init__(self, model: CrossEncoder, weight: float = DEFAULT_WEIGHT, batch_size: int = 32):
+    def __init__(self, model: CrossEncoder, weight: float | None = None, depth: int = 10, batch_size: int = 32):
         self.model = model
-        self.weight = weight
+        self.depth = depth  # how many of the retrieved candidates it reads: its cost grows with this
+        self.base_scale = float(model.config.get("base_scale", 100.0))
+        self.weight = float(model.config.get("weight", 1.0) if weight is None else weight)
         self.batch_size = batch_size
 
     def entry_scores(self, text: str, faq_ids: list[str], index) -> np.ndarray:
@@ -52,20 +48,22 @@ class CrossEncoderReranker:
         return best
 
     def rerank(self, text: str, candidates, index) -> list[Candidate]:
-        """Candidates re-scored and re-sorted; retrieval numbers stay in ``parts``."""
-        ce = softmax(self.entry_scores(text, [c.faq_id for c in candidates], index).astype(np.float64))
+        """The first ``depth`` candidates re-scored and re-sorted (retrieval numbers stay in ``parts``), the rest
+        after them as retrieval ranked them."""
+        candidates, rest = list(candidates[: self.depth]), list(candidates[self.depth :])
+        logits = self.entry_scores(text, [c.faq_id for c in candidates], index)
+        scores = corrected([c.score for c in candidates], logits, self.base_scale, self.weight)
         rescored = [
-            Candidate(c.faq_id, float(self.weight * p + (1 - self.weight) * c.score),
-                      {**c.parts, "retrieval": round(c.score, 4), "ce": round(float(p), 4)})
-            for c, p in zip(candidates, ce)
+            Candidate(c.faq_id, float(s), {**c.parts, "retrieval": round(c.score, 4), "ce": round(float(g), 3)})
+            for c, s, g in zip(candidates, scores, logits)
         ]
-        return sorted(rescored, key=lambda c: -c.score)
+        return sorted(rescored, key=lambda c: -c.score) + rest
 
 
 def load_reranker(model_dir, settings, weight: float | None = None) -> CrossEncoderReranker:
     """Load the weights once per process, on the NLU's thread budget; the weight defaults to the tuned one."""
-    model = CrossEncoder.load(model_dir, threads=settings.nlu_threads)
-    return CrossEncoderReranker(model, model.config.get("mix_weight", DEFAULT_WEIGHT) if weight is None else weight)
+    return CrossEncoderReranker(CrossEncoder.load(model_dir, threads=settings.nlu_threads), weight,
+                                settings.nlu_rerank_depth)
 
 
 def rank_quality(rankings: list[list[str]], gold: list[set]) -> dict:
@@ -77,22 +75,23 @@ def rank_quality(rankings: list[list[str]], gold: list[set]) -> dict:
             "mrr@10": round(sum(1 / (r + 1) for r in ranks if r is not None) / n, 4)}
 
 
-def compare(retriever, reranker: CrossEncoderReranker, queries, weights=(DEFAULT_WEIGHT,), k: int = 10) -> dict:
-    """Hybrid vs hybrid+CE (``mix``) for (text, lang, gold ids) queries, at several weights (1.0 = CE alone),
-    plus CE latency."""
+def compare(retriever, reranker: CrossEncoderReranker, queries, weights=(1.0,), k: int = 10) -> dict:
+    """Hybrid vs hybrid+CE (``corrected`` over the first ``reranker.depth``) for (text, lang, gold ids) queries
+    at several weights, plus CE latency."""
     hybrid, mixed, spent = [], {w: [] for w in weights}, 0.0
     for text, lang, _ in queries:
         candidates = retriever.search(text, lang, k)
         hybrid.append([c.faq_id for c in candidates])
+        head = hybrid[-1][: reranker.depth]
         started = time.perf_counter()
-        ce = reranker.entry_scores(text, hybrid[-1], retriever.indexes[lang])
+        ce = reranker.entry_scores(text, head, retriever.indexes[lang])
         spent += time.perf_counter() - started
-        retrieval = np.array([c.score for c in candidates])
+        retrieval = np.array([c.score for c in candidates[: len(head)]])
         for w in weights:
-            order = np.argsort(-mix(ce, retrieval, w), kind="stable")
-            mixed[w].append([hybrid[-1][i] for i in order])
+            order = np.argsort(-corrected(retrieval, ce, reranker.base_scale, w), kind="stable")
+            mixed[w].append([head[i] for i in order] + hybrid[-1][len(head) :])
     gold = [set(g) for _, _, g in queries]
-    out = {"queries": len(queries), "hybrid": rank_quality(hybrid, gold),
+    out = {"queries": len(queries), "depth": reranker.depth, "hybrid": rank_quality(hybrid, gold),
            "ce_ms_per_query": round(1000 * spent / max(len(queries), 1), 1)}
     out.update({f"hybrid+ce@{w}": rank_quality(r, gold) for w, r in mixed.items()})
     return out

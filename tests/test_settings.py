@@ -44,3 +44,11 @@ def test_a_bad_value_is_refused_with_the_variables_name(env, match):
 def test_values_are_read_with_their_types():
     settings = Settings.from_env({"LOG_REDACT": "false", "NLU_TOP_K": "5", "JOB_RETRY_INTERVALS": "1,2"})
     assert (settings.log_redact, settings.nlu_top_k, settings.job_retry_intervals) == (False, 5, (1, 2))
+
+
+def test_the_cross_encoder_runs_only_where_its_weights_are(tmp_path):
+    assert not Settings.from_env({"NLU_RERANKER_DIR": "off"}).reranker_enabled
+    with pytest.raises(SettingsError, match="NLU_RERANKER_DIR: no model.safetensors in"):
+        Settings.from_env({"NLU_RERANKER_DIR": str(tmp_path)})
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert Settings.from_env({"NLU_RERANKER_DIR": str(tmp_path)}).reranker_enabled

@@ -2,9 +2,11 @@
 
 ``python -m nlu.training.train --out models/crossencoder --minutes 25``
 trains on retrieval-shaped lists (see ``lists.py``) with softmax
-cross-entropy over each list, then picks the weight of the CE in
-``rerank.mix`` on held-out *training* lists and records it in
-``config.json``; ``--adapt-faq DIR`` instead briefly adapts existing weights
+cross-entropy over each list of ``base_scale * cosine + logit``: the model
+learns a correction to retrieval, starting from none (zero head).
+``base_scale`` is fitted to the lists first; the weight of the correction
+(``rerank.corrected``) is then chosen on held-out *training* lists; both go
+into ``config.json``; ``--adapt-faq DIR`` instead briefly adapts existing weights
 to one deployment's FAQ lists; ``--measure`` compares hybrid with hybrid + CE
 on the held-apart query sets (JHU user questions, LocalgovFAQ dev, the demo
 set), which are never trained or tuned on.  The learning rate warms up, then
@@ -27,37 +29,52 @@ from config.settings import PROJECT_ROOT
 from nlu.crossencoder import CrossEncoder
 from nlu.benchmarks import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
-from nlu.rerank import CrossEncoderReranker, compare, mix, rank_quality
+from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex
 from nlu.training.lists import SIZE, build_lists, faq_lists
 
-WEIGHTS = (1.0, 0.8, 0.5, 0.2)
-GRID = tuple(round(0.1 * i, 1) for i in range(11))  # weights tried on the held-out lists
+WEIGHTS = (0.5, 1.0, 1.5)
+GRID = tuple(round(0.25 * i, 2) for i in range(9))  # correction weights tried on the held-out lists
+
+
+def fit_base_scale(lists) -> float:
+    """The scale s for which softmax(s * cosine) best fits the gold over the training lists (log-spaced grid):
+    retrieval alone, as a listwise model, before the cross-encoder adds anything."""
+    cos = torch.tensor([lst.retrieval for lst in lists], dtype=torch.float64)
+    target = torch.zeros(len(lists), dtype=torch.long)
+    grid = np.geomspace(5, 500, 61)
+    losses = [torch.nn.functional.cross_entropy(s * cos, target).item() for s in grid]
+    return round(float(grid[int(np.argmin(losses))]), 2)
 
 
 def held_out_quality(model: CrossEncoder, dev) -> dict:
-    """P@1 / MRR of ``mix(ce, cosine, w)`` on held-out lists (gold = candidate 0) for every w in GRID."""
+    """P@1 / MRR of ``corrected(cosine, logits, w)`` on held-out lists (gold = candidate 0) for every w in
+    GRID (w = 0: retrieval alone)."""
     logits = model.score([(lst.query, c) for lst in dev for c in lst.candidates]).reshape(len(dev), SIZE)
     ids = [str(i) for i in range(SIZE)]
-    out = {}
+    scale, out = model.config["base_scale"], {}
     for w in GRID:
-        rankings = [[ids[i] for i in np.argsort(-mix(row, lst.retrieval, w), kind="stable")]
+        rankings = [[ids[i] for i in np.argsort(-corrected(lst.retrieval, row, scale, w), kind="stable")]
                     for row, lst in zip(logits, dev)]
         out[w] = rank_quality(rankings, [{"0"}] * len(dev))
     return out
 
 
 def choose_weight(quality: dict) -> float:
-    """Best held-out P@1, then MRR; ties go to the smaller CE weight."""
+    """Best held-out P@1, then MRR; ties go to the smaller weight."""
     return max(GRID, key=lambda w: (quality[w]["p@1"], quality[w]["mrr@10"], -w))
 
 
 def train(model: CrossEncoder, lists, dev, args, log) -> None:
-    """AdamW on every weight but the frozen word embeddings, until the time budget is spent."""
+    """AdamW on every weight not frozen, until the time budget is spent."""
     rng = random.Random(args.seed)
     rows = [model.encode([(lst.query, c) for c in lst.candidates]) for lst in lists]
+    base = [torch.tensor(lst.retrieval, dtype=torch.float32) * model.config["base_scale"] for lst in lists]
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    head = set(map(id, model.head.parameters()))
+    opt = torch.optim.AdamW([  # the zero-initialised head must grow faster than the pretrained body moves
+        {"params": [p for p in params if id(p) not in head], "base_lr": args.lr},
+        {"params": list(model.head.parameters()), "base_lr": args.lr * args.head_lr_factor}], weight_decay=0.01)
     budget, started, step, next_eval = args.minutes * 60, time.time(), 0, args.eval_minutes * 60
     target = torch.zeros(args.batch_size, dtype=torch.long)  # the gold is candidate 0
     bar = tqdm(total=int(budget), unit="s", desc="train")
@@ -70,9 +87,10 @@ def train(model: CrossEncoder, lists, dev, args, log) -> None:
             if elapsed >= budget:
                 break
             for g in opt.param_groups:
-                g["lr"] = args.lr * min((step + 1) / args.warmup, max(0.0, 1 - elapsed / budget))
-            batch = [r for i in order[s : s + args.batch_size] for r in rows[i]]
-            logits = model(*model.collate(batch)).view(args.batch_size, SIZE)
+                g["lr"] = g["base_lr"] * min((step + 1) / args.warmup, max(0.0, 1 - elapsed / budget))
+            picked = order[s : s + args.batch_size]
+            batch = [r for i in picked for r in rows[i]]
+            logits = model(*model.collate(batch)).view(args.batch_size, SIZE) + torch.stack([base[i] for i in picked])
             loss = torch.nn.functional.cross_entropy(logits, target)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -84,7 +102,8 @@ def train(model: CrossEncoder, lists, dev, args, log) -> None:
             if step % 20 == 0:
                 log({"step": step, "elapsed_s": round(elapsed), "loss": round(loss.item(), 4)})
             if elapsed >= next_eval and dev:
-                log({"step": step, "elapsed_s": round(elapsed), "held_out_ce_alone": held_out_quality(model, dev)[1.0]})
+                quality = held_out_quality(model, dev)
+                log({"step": step, "elapsed_s": round(elapsed), "held_out": {w: quality[w] for w in (0.0, 1.0)}})
                 model.save(args.out)
                 next_eval += args.eval_minutes * 60
     bar.close()
@@ -119,8 +138,8 @@ def measure(args, embedder) -> None:
     """Log P@1 / MRR@10 of hybrid vs hybrid + CE (several mixing weights) and CE latency to metrics.jsonl."""
     log = logger(args.out / "metrics.jsonl")
     model = CrossEncoder.load(args.out, args.threads)
-    reranker = CrossEncoderReranker(model)
-    weights = tuple(sorted(set(WEIGHTS) | {model.config.get("mix_weight", 1.0)}, reverse=True))
+    reranker = CrossEncoderReranker(model, depth=args.depth)
+    weights = tuple(sorted(set(WEIGHTS) | {model.config.get("weight", 1.0)}))
     sets = {"jhu": lambda: load_set("jhu", args.data_dir), "localgov-dev": lambda: load_set("localgov", args.data_dir),
             "demo": load_demo}
     for name, load in sets.items():
@@ -141,7 +160,11 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--eval-minutes", type=float, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--head-lr-factor", type=float, default=20, help="the head's learning rate / --lr")
+    parser.add_argument("--max-length", type=int, default=96, help="tokens per (question, phrasing) pair")
+    parser.add_argument("--frozen-layers", type=int, default=4, help="bottom e5 layers kept as they are")
     parser.add_argument("--measure", action="store_true", help="evaluate the weights in --out, no training")
+    parser.add_argument("--depth", type=int, default=10, help="with --measure: candidates the CE re-ranks")
     parser.add_argument("--limit", type=int, help="with --measure: first N queries of each set (smoke runs)")
     args = parser.parse_args(argv)
 
@@ -157,19 +180,21 @@ def main(argv=None) -> None:
         model, dev = CrossEncoder.load(args.out, args.threads), []
         lists = faq_lists(args.adapt_faq, embedder, random.Random(args.seed))
     else:
-        model = CrossEncoder()
+        model = CrossEncoder(max_length=args.max_length, frozen_layers=args.frozen_layers)
         lists, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed)
+        model.config["base_scale"] = fit_base_scale(lists)
     counts = {}
     for lst in lists:
         counts[lst.source] = counts.get(lst.source, 0) + 1
     log({"start": vars(args) | {k: str(v) for k, v in vars(args).items() if isinstance(v, Path)},
-         "train_lists": len(lists), "held_out_lists": len(dev), "counts": counts})
+         "train_lists": len(lists), "held_out_lists": len(dev), "counts": counts,
+         "base_scale": model.config["base_scale"]})
     train(model, lists, dev, args, log)
-    model.config["objective"] = "listwise softmax cross-entropy, lists of %d" % SIZE
+    model.config["objective"] = "listwise softmax cross-entropy over base_scale * cosine + logit, lists of %d" % SIZE
     if dev:
         quality = held_out_quality(model, dev)
-        model.config["mix_weight"] = choose_weight(quality)
-        log({"held_out": {str(w): q for w, q in quality.items()}, "mix_weight": model.config["mix_weight"]})
+        model.config["weight"] = choose_weight(quality)
+        log({"held_out": {str(w): q for w, q in quality.items()}, "weight": model.config["weight"]})
     model.save(args.out)
 
 
