@@ -93,7 +93,7 @@ class Settings:
     nlu_clarify_threshold: float = 0.89
     nlu_threads: int = 2
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"
-    nlu_reranker_dir: str = str(PROJECT_ROOT / "models" / "crossencoder")  # used when it holds weights; "off"
+    nlu_reranker_dir: str = "off"  # a cross-encoder folder (python -m nlu.training.train); none ships yet
     nlu_rerank_depth: int = 10  # retrieved candidates the cross-encoder reads
     handoff_after_misses: int = 2
     state_ttl_seconds: int = 1800
@@ -123,7 +123,7 @@ class Settings:
 
     @property
     def reranker_enabled(self) -> bool:
-        """The cross-encoder runs when its directory holds weights (the repository ships them once they help)."""
+        """Off until a trained model beats retrieval alone (the repository will ship it then)."""
         return self.nlu_reranker_dir != "off" and (Path(self.nlu_reranker_dir) / "model.safetensors").is_file()
 
     @property
@@ -163,7 +163,7 @@ class Settings:
             raise SettingsError(f"BOT_MODE must be 'local' or 'production', not {self.mode!r}")
         if not self.nlu_clarify_threshold <= self.nlu_answer_threshold:
             raise SettingsError("NLU_CLARIFY_THRESHOLD must not exceed NLU_ANSWER_THRESHOLD")
-        if self.nlu_reranker_dir not in ("off", type(self).nlu_reranker_dir) and not self.reranker_enabled:
+        if self.nlu_reranker_dir != "off" and not self.reranker_enabled:
             raise SettingsError(f"NLU_RERANKER_DIR: no model.safetensors in {self.nlu_reranker_dir} "
                                 "(train one with python -m nlu.training.train, or set it to off)")
         if self.mode == "production":

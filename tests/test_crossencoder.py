@@ -150,7 +150,7 @@ def test_grouped_lists_put_the_gold_first_and_negatives_from_other_groups():
     from nlu.training.lists import SIZE, grouped_lists
 
     texts = [g + "x" * n for g in "abcdefghij" for n in (1, 2, 3)]
-    lists = grouped_lists(texts, [t[0] for t in texts], FakeEmbedder(), "test", random.Random(0), golds=2)
+    lists = grouped_lists(texts, [t[0] for t in texts], FakeEmbedder(), "clinc", random.Random(0), golds=2)
     assert len(lists) == 2 * len(texts)
     for lst in lists:
         assert len(lst.candidates) == len(lst.retrieval) == SIZE

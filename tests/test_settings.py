@@ -47,6 +47,7 @@ def test_values_are_read_with_their_types():
 
 
 def test_the_cross_encoder_runs_only_where_its_weights_are(tmp_path):
+    assert not Settings.from_env({}).reranker_enabled  # none ships yet
     assert not Settings.from_env({"NLU_RERANKER_DIR": "off"}).reranker_enabled
     with pytest.raises(SettingsError, match="NLU_RERANKER_DIR: no model.safetensors in"):
         Settings.from_env({"NLU_RERANKER_DIR": str(tmp_path)})

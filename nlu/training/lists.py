@@ -20,9 +20,12 @@ cross-entropy over the list, so the model learns to *order* close candidates.
   negatives = questions of the nearest entries after skipping the 3 nearest
   (near-duplicates).
 
-Lists of 10% of CLINC intents and FAQ entries are held out (never trained on)
-to choose how the CE score is mixed with retrieval.  Each list also keeps the
-query-candidate cosines (the dense part of retrieval) for that choice.
+Lists of 10% of CLINC intents, FAQ entries and corpus entries are held out
+(never trained on) to choose the weight of the CE's correction.  Each list
+keeps the retrieval score of every candidate as the bot computes it (e5 cosine
+fused with BM25 over the list's own text pool), because the CE learns a
+correction *to that score*: trained on cosine alone it learned to redo what
+BM25 already adds.
 """
 from __future__ import annotations
 
@@ -36,9 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from nlu.faq import LANGUAGES, load_faq
+from nlu.retrieval import Fusion
+from nlu.text import terms
 
 SIZE = 8  # gold + 7 negatives
-CAP = {"clinc": 1500, "jsts": 1400, "faq-ja": 700, "faq-en": 700, "localgov": 700, "jhu": 68}
+CAP = {"clinc": 2400, "jsts": 1000, "faq-ja": 700, "faq-en": 700, "localgov": 1500, "jhu": 68}
+LANG = {"clinc": "en", "faq-ja": "ja", "faq-en": "en", "jsts": "ja", "localgov": "ja", "jhu": "en"}
 QUERY_CHARS = 80
 
 
@@ -46,7 +52,7 @@ QUERY_CHARS = 80
 class RankList:
     query: str
     candidates: tuple[str, ...]  # gold first
-    retrieval: tuple[float, ...]  # cosine of the query with each candidate
+    retrieval: tuple[float, ...]  # the retrieval score (cosine fused with BM25) of each candidate
     source: str
     group: str  # intent / entry / image: what makes two texts the same answer
 
@@ -54,6 +60,23 @@ class RankList:
 def _json_lines(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+class PoolScorer:
+    """Retrieval scores of a query against candidates from one text pool, as ``nlu.retrieval`` fuses them."""
+
+    def __init__(self, pool: list[str], lang: str, fusion: Fusion = Fusion()):
+        import bm25s
+
+        self.lang, self.fusion = lang, fusion
+        self.bm25 = bm25s.BM25()
+        self.bm25.index([terms(t, lang) or ["-"] for t in pool], show_progress=False)
+
+    def __call__(self, query: str, candidates: list[int], cosines) -> tuple[float, ...]:
+        words = terms(query, self.lang)
+        bm25 = self.bm25.get_scores(words)[candidates] if words else np.zeros(len(candidates))
+        fused = self.fusion(np.asarray(cosines, dtype=np.float32), np.asarray(bm25, dtype=np.float32))
+        return tuple(round(float(s), 4) for s in fused)
 
 
 def nearest_other(vectors: np.ndarray, groups: list, k: int, skip: int = 0) -> list[list[int]]:
@@ -79,6 +102,7 @@ def grouped_lists(texts: list[str], groups: list, embedder, source: str, rng: ra
     """Each text as query against ``golds`` other texts of its group (one list each), with the nearest
     text of each of the 7 nearest other groups as negatives."""
     vectors = np.asarray(embedder.query(texts))
+    score = PoolScorer(texts, LANG[source])
     groups_arr = np.asarray(groups)
     names = sorted(set(groups))
     members = {g: np.flatnonzero(groups_arr == g) for g in names}
@@ -92,12 +116,12 @@ def grouped_lists(texts: list[str], groups: list, embedder, source: str, rng: ra
         negatives = [int(members[h][np.argmax(vectors[members[h]] @ vectors[i])]) for h in near]
         for gold in rng.sample(same, min(golds, len(same))):
             cand = [int(gold)] + negatives
-            out.append(RankList(texts[i], tuple(texts[j] for j in cand),
-                                tuple(round(float(s), 4) for s in vectors[cand] @ vectors[i]), source, str(g)))
+            out.append(RankList(texts[i], tuple(texts[j] for j in cand), score(texts[i], cand, vectors[cand] @ vectors[i]),
+                                source, str(g)))
     return out
 
 
-def clinc(path: Path, embedder, rng: random.Random, per_intent: int = 12) -> list[RankList]:
+def clinc(path: Path, embedder, rng: random.Random, per_intent: int = 20) -> list[RankList]:
     """A sample of CLINC ``train`` per intent (val / oos are evaluation only)."""
     by_intent: dict = {}
     for text, intent in json.loads(path.read_text(encoding="utf-8"))["train"]:
@@ -120,19 +144,21 @@ def jsts(path: Path, embedder, rng: random.Random, pool: int = 5000) -> list[Ran
     """sentence1 -> its sentence2 (similarity >= 4) among sentence2 of pairs with the nearest sentence1.
 
     Candidates come from a pool of ``pool`` pairs (every >= 4 pair plus a sample); captions of the same
-    image are never negatives.  ``retrieval`` holds sentence1 cosines (JSTS lists are never held out).
+    image are never negatives.  Dense scores are sentence1 cosines, BM25 is over sentence2 (JSTS lists are
+    never held out).
     """
     rows = _json_lines(path)
     good = [r for r in rows if r["label"] >= 4]
     rows = good + rng.sample([r for r in rows if r["label"] < 4], pool - len(good))
     images = [r["yjcaptions_id"].split("_")[0] for r in rows]
     vectors = np.asarray(embedder.query([r["sentence1"] for r in rows]))
+    score = PoolScorer([r["sentence2"] for r in rows], "ja")
     out = []
     for i in range(len(good)):
         sims = vectors @ vectors[i]
         cand = [i] + [int(j) for j in np.argsort(-sims) if images[j] != images[i]][: SIZE - 1]
         out.append(RankList(rows[i]["sentence1"], tuple(rows[j]["sentence2"] for j in cand),
-                            tuple(round(float(sims[j]), 4) for j in cand), "jsts", images[i]))
+                            score(rows[i]["sentence1"], cand, sims[cand]), "jsts", images[i]))
     return out
 
 
@@ -148,14 +174,15 @@ def corpus_lists(path: Path, embedder, source: str) -> list[RankList]:
     vectors = np.asarray(embedder.query(questions))
     queries = np.asarray(embedder.query([a for _, a in entries]))
     near = nearest_other(vectors, list(range(len(entries))), SIZE - 1, skip=3)
-    return [RankList(a, tuple(questions[j] for j in [i] + row),
-                     tuple(round(float(s), 4) for s in vectors[[i] + row] @ queries[i]), source, str(i))
+    score = PoolScorer(questions, LANG[source])
+    return [RankList(a, tuple(questions[j] for j in [i] + row), score(a, [i] + row, vectors[[i] + row] @ queries[i]),
+                     source, str(i))
             for i, ((_, a), row) in enumerate(zip(entries, near))]
 
 
 def held_out(lst: RankList) -> bool:
-    """10% of CLINC intents and FAQ entries, stable across runs."""
-    return lst.source in ("clinc", "faq-ja", "faq-en") and zlib.crc32(lst.group.encode()) % 10 == 0
+    """10% of CLINC intents, FAQ entries and corpus entries, stable across runs."""
+    return lst.source != "jsts" and zlib.crc32(lst.group.encode()) % 10 == 0
 
 
 def build_lists(data_dir, faq_dir, embedder, seed: int = 13) -> tuple[list[RankList], list[RankList]]:
