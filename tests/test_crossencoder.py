@@ -85,7 +85,7 @@ def mini(untrained):
 def test_the_reranker_keeps_the_rerank_contract(mini, lang, text, expected):
     """Same candidates, re-sorted by retrieval + weight * logit / base_scale, retrieval score kept in parts.
 
-    Ranking quality is measured by ``--measure`` (MODEL_CARD.md), not asserted here."""
+    Ranking quality is measured by ``python -m nlu.training.train --measure`` (README), not asserted here."""
     retriever, reranker = mini
     candidates = retriever.search(text, lang, 4)
     ranked = reranker.rerank(text, candidates, retriever.indexes[lang])
