@@ -123,8 +123,9 @@ class Settings:
 
     @property
     def reranker_enabled(self) -> bool:
-        """Off until a trained model beats retrieval alone (the repository will ship it then)."""
-        return self.nlu_reranker_dir != "off" and (Path(self.nlu_reranker_dir) / "model.safetensors").is_file()
+        """Off until a trained model beats retrieval alone (the repository will ship it then); ``check`` makes
+        sure a named folder holds weights."""
+        return self.nlu_reranker_dir != "off"
 
     @property
     def slack_enabled(self) -> bool:
@@ -163,7 +164,7 @@ class Settings:
             raise SettingsError(f"BOT_MODE must be 'local' or 'production', not {self.mode!r}")
         if not self.nlu_clarify_threshold <= self.nlu_answer_threshold:
             raise SettingsError("NLU_CLARIFY_THRESHOLD must not exceed NLU_ANSWER_THRESHOLD")
-        if self.nlu_reranker_dir != "off" and not self.reranker_enabled:
+        if self.reranker_enabled and not (Path(self.nlu_reranker_dir) / "model.safetensors").is_file():
             raise SettingsError(f"NLU_RERANKER_DIR: no model.safetensors in {self.nlu_reranker_dir} "
                                 "(train one with python -m nlu.training.train, or set it to off)")
         if self.mode == "production":

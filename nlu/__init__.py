@@ -12,7 +12,8 @@ from nlu.text import detect_language
 
 __all__ = [
     "ANSWER", "CLARIFY", "FALLBACK", "Candidate", "Decision", "Policy", "Nlu",
-    "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language", "build_nlu", "build_embedder", "build_reranker", "policy_from",
+    "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language",
+    "build_nlu", "build_embedder", "build_reranker", "policy_from",
 ]
 
 
