@@ -32,6 +32,7 @@ def healthz():
         "faq": "ok" if beat.get("faq_entries") else "not loaded",
         "faq_entries": beat.get("faq_entries", 0),
         "faq_error": beat.get("faq_error", ""),
+        "faq_index": beat.get("faq_index", ""),
         "queued": services.queue.count,
     }
     ok = checks["worker"] == "ok" and checks["faq"] == "ok"

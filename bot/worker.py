@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 5
 
 
-def build_worker_services(settings: Settings, redis=None, nlu=None):
-    """Services plus the dialogue (and so the loaded NLU), installed for jobs."""
+def build_worker_services(settings: Settings, redis=None, nlu=None, staged: bool = False):
+    """Services plus the dialogue (and so the loaded NLU), installed for jobs; ``staged``: start on the
+    questions-only index (see ``nlu.engine``)."""
     services = build_services(settings, redis)
-    nlu = nlu or build_nlu(settings, overlay=services.overlay.snapshot)
+    nlu = nlu or build_nlu(settings, overlay=services.overlay.snapshot, staged=staged)
     services.dialogue = Dialogue(
         nlu,
         handoff_after_misses=settings.handoff_after_misses,
@@ -57,10 +58,11 @@ def _beat_forever(services, stop: threading.Event) -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings)
-    services = build_worker_services(settings)
+    services = build_worker_services(settings, staged=True)
     beat(services)
     stop = threading.Event()
     threading.Thread(target=_beat_forever, args=(services, stop), daemon=True, name="heartbeat").start()
+    threading.Thread(target=services.dialogue.nlu.complete_index, daemon=True, name="index").start()
     log.info("worker ready: %d FAQ entries, queue %r", len(services.dialogue.nlu.faq.entries), settings.queue_name)
     try:
         SimpleWorker([services.queue], connection=services.redis).work(with_scheduler=True)

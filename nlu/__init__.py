@@ -25,8 +25,12 @@ def policy_from(settings) -> Policy:
     )
 
 
-def build_nlu(settings, overlay=None) -> Nlu:
+def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
     """Load the embedding model and the FAQ once per process (the worker's job).
+
+    ``staged``: start on the questions-only index and leave the answer heads to
+    ``Nlu.complete_index``; only with the embedding cache, which keeps the
+    question vectors so completing does not embed them twice.
 
     ``overlay``: () -> (version, {(faq id, lang): [texts]}), alternates accepted by operators.
     """
@@ -34,7 +38,8 @@ def build_nlu(settings, overlay=None) -> Nlu:
 
     return Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, E5(num_threads=settings.nlu_threads)),
                reranker=build_reranker(settings), top_k=settings.nlu_top_k, overlay=overlay,
-               answer_chars=settings.nlu_answer_chars)
+               answer_chars=settings.nlu_answer_chars,
+               staged=staged and settings.nlu_cache_dir != "off")
 
 
 def build_embedder(settings, embedder):

@@ -1,7 +1,10 @@
 """The NLU as the bot sees it: ``answer(text, lang) -> Decision``.
 
 Holds the current FAQ and its index and swaps both at once when the FAQ files
-change, so a broken edit never replaces the last good FAQ.
+change, so a broken edit never replaces the last good FAQ.  A worker may start
+on a questions-only index (``staged``) and embed the answer heads afterwards
+(``complete_index``): on a cold start of a large FAQ the answer heads are most
+of the embedding time, and residents get answers meanwhile.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
     def __init__(self, faq_dir, policy: Policy, embedder, reranker=None, top_k: int = 10, overlay=None,
-                 answer_chars: int = 0):
+                 answer_chars: int = 0, staged: bool = False):
         self.faq_dir = faq_dir
         self.answer_chars = answer_chars  # how much of each answer the index embeds with its question
         self.overlay = overlay  # () -> (version, {(faq id, lang): [accepted alternates]}), or None
@@ -45,7 +48,8 @@ class Nlu:
         self.loaded_at = 0.0
         self._lock = threading.Lock()
         faq = self._load()  # the first load must succeed: nothing to fall back to
-        self._current = (faq, HybridRetriever.for_faq(faq, embedder, answer_chars))
+        chars = 0 if staged else answer_chars
+        self._current = (faq, HybridRetriever.for_faq(faq, embedder, chars), chars)
         self.loaded_at = time.time()
 
     @property
@@ -55,6 +59,24 @@ class Nlu:
     @property
     def retriever(self) -> HybridRetriever:
         return self._current[1]
+
+    @property
+    def index_complete(self) -> bool:
+        """False while a staged start still serves the questions-only index."""
+        return self._current[2] == self.answer_chars
+
+    def complete_index(self) -> None:
+        """Embed the answer heads a staged start left out, then swap the full index in (built outside the lock,
+        so a reload is never kept waiting; dropped if a reload replaced the FAQ meanwhile)."""
+        faq = self.faq
+        if self.index_complete:
+            return
+        started = time.perf_counter()
+        retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars)
+        with self._lock:
+            if self.faq is faq:
+                self._current = (faq, retriever, self.answer_chars)
+                log.info("FAQ index completed with answer heads in %.1f s", time.perf_counter() - started)
 
     def answer(self, text: str, lang: str | None = None) -> Decision:
         """Rank the FAQ for ``text`` and decide: answer, clarify or fall back."""
@@ -72,7 +94,7 @@ class Nlu:
                     log.error("FAQ not reloaded, still serving the previous version: %s", error)
                 self.last_error = str(error)
                 return False
-            self._current = (faq, HybridRetriever.for_faq(faq, self.embedder, self.answer_chars))
+            self._current = (faq, HybridRetriever.for_faq(faq, self.embedder, self.answer_chars), self.answer_chars)
             self.last_error = None
             self.loaded_at = time.time()
             log.info("FAQ reloaded: %d entries", len(faq.entries))
@@ -90,4 +112,5 @@ class Nlu:
 
     def status(self) -> dict:
         """What /healthz and operators need to know about the FAQ in service."""
-        return {"faq_entries": len(self.faq.entries), "faq_loaded_at": self.loaded_at, "faq_error": self.last_error or ""}
+        return {"faq_entries": len(self.faq.entries), "faq_loaded_at": self.loaded_at, "faq_error": self.last_error or "",
+                "faq_index": "complete" if self.index_complete else "questions only (answer heads being embedded)"}

@@ -92,3 +92,24 @@ def test_an_unchanged_faq_is_not_reloaded(tmp_path, nlu):
     shutil.copy(PROJECT_ROOT / "faq_data" / "costs.yaml", tmp_path)
     small = Nlu(tmp_path, policy_from(Settings()), nlu.embedder)
     assert small.reload_if_changed() is False
+
+
+def test_a_staged_start_answers_from_the_questions_then_adds_the_answer_heads(tmp_path, nlu):
+    write(tmp_path, GOOD)
+    small = Nlu(tmp_path, policy_from(Settings()), nlu.embedder, answer_chars=20, staged=True)
+    first = small.faq.get("first").text("en")
+    assert small.retriever.indexes["en"].phrasings["first"] == list(first.phrasings)
+    assert not small.index_complete and small.status()["faq_index"].startswith("questions only")
+    assert small.answer("Is this the first question").top.faq_id == "first"
+
+    small.complete_index()
+    assert small.index_complete and small.status()["faq_index"] == "complete"
+    assert small.retriever.indexes["en"].phrasings["first"][-1] == "Is this the first question The first answer."
+
+
+def test_a_reload_during_a_staged_start_builds_the_full_index(tmp_path, nlu):
+    write(tmp_path, GOOD)
+    small = Nlu(tmp_path, policy_from(Settings()), nlu.embedder, answer_chars=20, staged=True)
+    write(tmp_path, GOOD.replace("The second answer.", "The corrected second answer."))
+    assert small.reload_if_changed() is True and small.index_complete
+    assert small.retriever.indexes["en"].phrasings["second"][-1] == "Is this the second question The corrected second"
