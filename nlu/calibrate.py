@@ -1,0 +1,146 @@
+"""Calibrate the decision policy: ``python -m nlu.calibrate --set demo`` (any set ``nlu.evaluate`` reads).
+
+The three thresholds decide whether the bot answers, asks "did you mean…" or
+hands over, and their right values depend on the FAQ and on the retrieval
+scores it produces.  This picks them on labelled questions: the answer
+threshold and margin that answer the most questions right while at most
+``--max-wrong`` of in-scope questions get a wrong answer and at most
+``--max-oos`` of out-of-scope ones get any answer; then the highest clarify
+threshold that lets at most ``--max-lost`` of in-scope questions fall back
+although the right entry was among the three choices.  ``--holdout``
+calibrates on the even-numbered questions and reports the odd ones: what to
+expect on questions the calibration never saw.  It prints the ``NLU_*`` lines
+to set; the shipped defaults in ``config/settings.py`` came from
+``python -m nlu.calibrate --set demo``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from nlu import build_reranker, load_e5
+from nlu.benchmarks import relevant
+from nlu.evaluate import add_data_options, benchmarks_from, build_pipeline, settings_for
+
+MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+
+
+@dataclass
+class Scored:
+    """Per question: the top two scores and whether the top one / any of the top three is right."""
+
+    top: np.ndarray
+    second: np.ndarray
+    right_first: np.ndarray
+    right_offered: np.ndarray
+
+    @classmethod
+    def from_decisions(cls, decisions, qrels_list=None) -> "Scored":
+        """``qrels_list`` None: out-of-scope questions, where nothing is right."""
+        def score(d, i):
+            return d.candidates[i].score if len(d.candidates) > i else -np.inf
+
+        qrels_list = qrels_list or [{}] * len(decisions)
+        first = [bool(d.candidates) and relevant(q, d.candidates[0].faq_id) for d, q in zip(decisions, qrels_list)]
+        offered = [any(relevant(q, c.faq_id) for c in d.candidates[:3]) for d, q in zip(decisions, qrels_list)]
+        return cls(np.array([score(d, 0) for d in decisions], dtype=float),
+                   np.array([score(d, 1) for d in decisions], dtype=float), np.array(first, dtype=bool),
+                   np.array(offered, dtype=bool))
+
+    def part(self, rows) -> "Scored":
+        return Scored(self.top[rows], self.second[rows], self.right_first[rows], self.right_offered[rows])
+
+    def answered(self, answer: float, margin: float) -> np.ndarray:
+        """``Policy.decide``'s answer rule (clarify <= answer, so an answered question is never below it)."""
+        with np.errstate(invalid="ignore"):  # no candidates: -inf - -inf is nan, and nan >= margin is False
+            return (self.top >= answer) & (self.top - self.second >= margin)
+
+
+def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, clarify: float) -> dict:
+    """The shares ``nlu.benchmarks.policy_outcomes`` reports, for these thresholds."""
+    answered = scored.answered(answer, margin)
+    clarified = ~answered & (scored.top >= clarify)
+    n = max(len(scored.top), 1)
+    shares = {"answered_correct": (answered & scored.right_first).sum() / n,
+              "answered_wrong": (answered & ~scored.right_first).sum() / n,
+              "clarified_with_right_choice": (clarified & scored.right_offered).sum() / n,
+              "clarified_without": (clarified & ~scored.right_offered).sum() / n,
+              "fallback": (scored.top < clarify).sum() / n}
+    oos_answered = oos.answered(answer, margin)
+    shares["oos_answered"] = oos_answered.mean() if len(oos.top) else None
+    shares["oos_clarified"] = (~oos_answered & (oos.top >= clarify)).mean() if len(oos.top) else None
+    return {k: None if v is None else round(float(v), 4) for k, v in shares.items()}
+
+
+def calibrate(scored: Scored, oos: Scored, max_wrong: float, max_oos: float, max_lost: float) -> dict:
+    """Thresholds as described in the module docstring; never answering is always allowed."""
+    grid = np.unique(np.round(np.concatenate([scored.top, oos.top])[np.isfinite(np.concatenate([scored.top, oos.top]))], 3))
+    n = max(len(scored.top), 1)
+    best = (0.0, 0.0, np.inf, 0.0)  # (right, -wrong, answer threshold, margin): answer nothing
+    for margin in MARGINS:
+        for answer in grid:
+            answered = scored.answered(answer, margin)
+            wrong = (answered & ~scored.right_first).sum() / n
+            if wrong > max_wrong or (len(oos.top) and oos.answered(answer, margin).mean() > max_oos):
+                continue
+            best = max(best, ((answered & scored.right_first).sum() / n, -wrong, float(answer), margin))
+    answer, margin = best[2], best[3]
+    not_answered = scored.right_offered & ~scored.answered(answer, margin)
+    clarify = min(answer, float(grid.max(initial=0.0)))
+    for candidate in grid[::-1]:  # highest first: lost only grows as the threshold rises
+        if candidate > answer:
+            continue
+        clarify = float(candidate)
+        if (not_answered & (scored.top < candidate)).sum() / n <= max_lost:
+            break
+    return {"answer": answer, "margin": margin, "clarify": clarify}
+
+
+def score_benchmark(benchmark, settings, embedder, reranker) -> tuple[Scored, Scored]:
+    """Run the bot's pipeline over the set's in-scope and out-of-scope questions."""
+    nlu, _ = build_pipeline(benchmark, settings, embedder, reranker)
+    decisions = [nlu.answer(q.text, q.lang) for q in tqdm(benchmark.queries, desc=f"{benchmark.name}: questions")]
+    oos = [nlu.answer(q.text, q.lang) for q in tqdm(benchmark.oos, desc=f"{benchmark.name}: out-of-scope")]
+    return Scored.from_decisions(decisions, [q.qrels for q in benchmark.queries]), Scored.from_decisions(oos)
+
+
+def report(name: str, chosen: dict, measured: dict) -> None:
+    print(f"\n[{name}] answer >= {chosen['answer']} with margin >= {chosen['margin']}, clarify >= {chosen['clarify']}")
+    for part, shares in measured.items():
+        print(f"  {part:<22} " + ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in shares.items()))
+    print(f"NLU_ANSWER_THRESHOLD={chosen['answer']}\nNLU_ANSWER_MARGIN={chosen['margin']}\n"
+          f"NLU_CLARIFY_THRESHOLD={chosen['clarify']}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_options(parser)
+    parser.add_argument("--max-wrong", type=float, default=0.10, help="in-scope questions answered wrongly, at most")
+    parser.add_argument("--max-oos", type=float, default=0.05, help="out-of-scope questions answered, at most")
+    parser.add_argument("--max-lost", type=float, default=0.02,
+                        help="in-scope questions falling back although a right choice was in the top 3, at most")
+    parser.add_argument("--holdout", action="store_true", help="calibrate on even questions, report the odd ones")
+    parser.add_argument("--json", type=Path, help="write the thresholds and shares here")
+    args = parser.parse_args(argv)
+    settings = settings_for(args)
+    embedder, reranker, results = load_e5(settings.nlu_threads), build_reranker(settings), {}
+    for benchmark in benchmarks_from(args, parser, settings.nlu_answer_chars):
+        scored, oos = score_benchmark(benchmark, settings, embedder, reranker)
+        fit, check = (slice(0, None, 2), slice(1, None, 2)) if args.holdout else (slice(None), None)
+        chosen = calibrate(scored.part(fit), oos.part(fit), args.max_wrong, args.max_oos, args.max_lost)
+        measured = {"calibrated on": outcomes(scored.part(fit), oos.part(fit), **chosen)}
+        if check is not None:
+            measured["held out (odd)"] = outcomes(scored.part(check), oos.part(check), **chosen)
+        report(benchmark.name, chosen, measured)
+        results[benchmark.name] = {"thresholds": chosen, **measured}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
