@@ -9,9 +9,11 @@ threshold and margin that answer the most questions right while at most
 threshold that lets at most ``--max-lost`` of in-scope questions fall back
 although the right entry was among the three choices.  ``--holdout``
 calibrates on the even-numbered questions and reports the odd ones: what to
-expect on questions the calibration never saw.  It prints the ``NLU_*`` lines
-to set; the shipped defaults in ``config/settings.py`` came from
-``python -m nlu.calibrate --set demo``.
+expect on questions the calibration never saw.  ``--joint`` picks one set of
+thresholds for several FAQs at once, the limits holding on each: that is how
+the shipped defaults in ``config/settings.py`` were chosen, since thresholds
+fitted to one FAQ answer far too boldly on another.  It prints the ``NLU_*``
+lines to set.
 """
 from __future__ import annotations
 
@@ -77,28 +79,40 @@ def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, clarify:
     return {k: None if v is None else round(float(v), 4) for k, v in shares.items()}
 
 
-def calibrate(scored: Scored, oos: Scored, max_wrong: float, max_oos: float, max_lost: float) -> dict:
-    """Thresholds as described in the module docstring; never answering is always allowed."""
-    grid = np.unique(np.round(np.concatenate([scored.top, oos.top])[np.isfinite(np.concatenate([scored.top, oos.top]))], 3))
-    n = max(len(scored.top), 1)
-    best = (0.0, 0.0, np.inf, 0.0)  # (right, -wrong, answer threshold, margin): answer nothing
+def calibrate(sets: list[tuple[Scored, Scored]], max_wrong: float, max_oos: float, max_lost: float) -> dict:
+    """Thresholds as described in the module docstring, for (in-scope, out-of-scope) pairs of one or more FAQs:
+    the limits must hold on every one and the mean share answered right is maximised, so thresholds calibrated
+    on several FAQs at once suit an FAQ none of them is.  Never answering is always allowed."""
+    tops = np.concatenate([t for scored, oos in sets for t in (scored.top, oos.top)])
+    grid = np.unique(np.round(tops[np.isfinite(tops)], 3))
+    best = (0.0, 0.0, np.inf, 0.0)  # (mean right, -worst wrong, answer threshold, margin): answer nothing
     for margin in MARGINS:
         for answer in grid:
-            answered = scored.answered(answer, margin)
-            wrong = (answered & ~scored.right_first).sum() / n
-            if wrong > max_wrong or (len(oos.top) and oos.answered(answer, margin).mean() > max_oos):
+            shares = [_answer_shares(scored, oos, answer, margin) for scored, oos in sets]
+            if any(wrong > max_wrong or oos > max_oos for _, wrong, oos in shares):
                 continue
-            best = max(best, ((answered & scored.right_first).sum() / n, -wrong, float(answer), margin))
+            best = max(best, (float(np.mean([right for right, _, _ in shares])),
+                              -max(wrong for _, wrong, _ in shares), float(answer), margin))
     answer, margin = best[2], best[3]
-    not_answered = scored.right_offered & ~scored.answered(answer, margin)
-    clarify = min(answer, float(grid.max(initial=0.0)))
-    for candidate in grid[::-1]:  # highest first: lost only grows as the threshold rises
-        if candidate > answer:
-            continue
-        clarify = float(candidate)
-        if (not_answered & (scored.top < candidate)).sum() / n <= max_lost:
+    clarify = float(min(answer, grid.min(initial=0.0)))
+    for candidate in grid[::-1]:  # highest first: the share lost only grows as the threshold rises
+        if candidate <= answer and all(_lost(scored, answer, margin, candidate) <= max_lost for scored, _ in sets):
+            clarify = float(candidate)
             break
     return {"answer": answer, "margin": margin, "clarify": clarify}
+
+
+def _answer_shares(scored: Scored, oos: Scored, answer: float, margin: float) -> tuple[float, float, float]:
+    """Shares of in-scope questions answered right and wrong, and of out-of-scope ones answered."""
+    answered, n = scored.answered(answer, margin), max(len(scored.top), 1)
+    oos_answered = oos.answered(answer, margin).mean() if len(oos.top) else 0.0
+    return (answered & scored.right_first).sum() / n, (answered & ~scored.right_first).sum() / n, oos_answered
+
+
+def _lost(scored: Scored, answer: float, margin: float, clarify: float) -> float:
+    """Share of in-scope questions that fall back although a right entry was among the three choices."""
+    lost = scored.right_offered & ~scored.answered(answer, margin) & (scored.top < clarify)
+    return lost.sum() / max(len(scored.top), 1)
 
 
 def score_benchmark(benchmark, settings, embedder, reranker) -> tuple[Scored, Scored]:
@@ -125,19 +139,28 @@ def main(argv=None) -> None:
     parser.add_argument("--max-lost", type=float, default=0.02,
                         help="in-scope questions falling back although a right choice was in the top 3, at most")
     parser.add_argument("--holdout", action="store_true", help="calibrate on even questions, report the odd ones")
+    parser.add_argument("--joint", action="store_true",
+                        help="one set of thresholds for all the sets given, the limits holding on each")
     parser.add_argument("--json", type=Path, help="write the thresholds and shares here")
     args = parser.parse_args(argv)
     settings = settings_for(args)
-    embedder, reranker, results = load_e5(settings.nlu_threads), build_reranker(settings), {}
-    for benchmark in benchmarks_from(args, parser, settings.nlu_answer_chars):
-        scored, oos = score_benchmark(benchmark, settings, embedder, reranker)
-        fit, check = (slice(0, None, 2), slice(1, None, 2)) if args.holdout else (slice(None), None)
-        chosen = calibrate(scored.part(fit), oos.part(fit), args.max_wrong, args.max_oos, args.max_lost)
-        measured = {"calibrated on": outcomes(scored.part(fit), oos.part(fit), **chosen)}
-        if check is not None:
-            measured["held out (odd)"] = outcomes(scored.part(check), oos.part(check), **chosen)
-        report(benchmark.name, chosen, measured)
-        results[benchmark.name] = {"thresholds": chosen, **measured}
+    embedder, reranker = load_e5(settings.nlu_threads), build_reranker(settings)
+    fit, check = (slice(0, None, 2), slice(1, None, 2)) if args.holdout else (slice(None), None)
+    scored = {b.name: score_benchmark(b, settings, embedder, reranker)
+              for b in benchmarks_from(args, parser, settings.nlu_answer_chars)}
+    groups = [list(scored)] if args.joint else [[name] for name in scored]
+    results = {}
+    for names in groups:
+        chosen = calibrate([(scored[n][0].part(fit), scored[n][1].part(fit)) for n in names],
+                           args.max_wrong, args.max_oos, args.max_lost)
+        for name in names:
+            inside, outside = scored[name]
+            measured = {"calibrated on": outcomes(inside.part(fit), outside.part(fit), **chosen)}
+            if check is not None:
+                measured["held out (odd)"] = outcomes(inside.part(check), outside.part(check), **chosen)
+            results[name] = {"thresholds": chosen, **measured}
+        report(" + ".join(names), chosen, {f"{n}: {part}": shares for n in names
+                                           for part, shares in results[n].items() if part != "thresholds"})
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -46,21 +46,34 @@ def test_calibration_answers_what_it_safely_can_and_keeps_clarifiable_questions_
     scored = scored_from([(0.99, 0.90, 1, 1), (0.98, 0.90, 1, 1), (0.97, 0.90, 1, 1), (0.95, 0.94, 0, 1),
                           (0.93, 0.90, 0, 1), (0.91, 0.90, 0, 1), (0.85, 0.80, 0, 0), (0.80, 0.70, 0, 0)])
     oos = scored_from([(0.96, 0.80, 0, 0), (0.70, 0.60, 0, 0)])
-    chosen = calibrate(scored, oos, max_wrong=0.0, max_oos=0.5, max_lost=0.0)
+    chosen = calibrate([(scored, oos)], max_wrong=0.0, max_oos=0.5, max_lost=0.0)
     assert chosen["answer"] <= 0.97 and chosen["margin"] > 0.01  # the margin, not the score, excludes 0.95
     shares = outcomes(scored, oos, **chosen)
     assert shares["answered_correct"] == 3 / 8 and shares["answered_wrong"] == 0.0
     assert shares["clarified_with_right_choice"] == 3 / 8 and chosen["clarify"] == 0.91
-    strict = calibrate(scored, oos, max_wrong=0.0, max_oos=0.0, max_lost=0.0)
+    strict = calibrate([(scored, oos)], max_wrong=0.0, max_oos=0.0, max_lost=0.0)
     assert outcomes(scored, oos, **strict)["oos_answered"] == 0.0 and strict["answer"] > 0.96
 
 
 def test_when_nothing_can_be_answered_safely_the_bot_only_clarifies():
     scored = scored_from([(0.99, 0.5, 0, 1), (0.98, 0.5, 0, 1)])
-    chosen = calibrate(scored, scored_from([(0.5, 0.4, 0, 0)]), max_wrong=0.0, max_oos=0.0, max_lost=0.0)
+    chosen = calibrate([(scored, scored_from([(0.5, 0.4, 0, 0)]))], max_wrong=0.0, max_oos=0.0, max_lost=0.0)
     shares = outcomes(scored, scored_from([(0.5, 0.4, 0, 0)]), **chosen)
     assert shares["answered_correct"] == shares["answered_wrong"] == 0.0
     assert shares["clarified_with_right_choice"] == 1.0
+
+
+def test_joint_thresholds_keep_the_limits_on_every_faq():
+    """Scores mean different things on different FAQs: what is safe on one can answer wrongly on another."""
+    a = scored_from([(0.96, 0.5, 1, 1), (0.90, 0.5, 0, 1)])
+    b = scored_from([(0.97, 0.5, 0, 1), (0.99, 0.5, 1, 1)])
+    nothing = scored_from([(0.1, 0.0, 0, 0)])
+    alone = calibrate([(a, nothing)], max_wrong=0.0, max_oos=0.0, max_lost=0.0)
+    assert outcomes(a, nothing, **alone)["answered_wrong"] == 0.0
+    assert outcomes(b, nothing, **alone)["answered_wrong"] == 0.5
+    joint = calibrate([(a, nothing), (b, nothing)], max_wrong=0.0, max_oos=0.0, max_lost=0.0)
+    assert [outcomes(s, nothing, **joint)["answered_wrong"] for s in (a, b)] == [0.0, 0.0]
+    assert outcomes(b, nothing, **joint)["answered_correct"] == 0.5
 
 
 def test_the_cli_calibrates_on_half_and_reports_the_other_half(tiny_faq, tmp_path, capsys):
