@@ -194,3 +194,22 @@ def test_nli_pairs_take_jsick_train_in_both_languages_and_jnli(tmp_path):
         (tmp_path / "nli" / name).write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
     assert nli_pairs(tmp_path) == [("犬が走る", "動物が走る", 0), ("A dog runs", "An animal runs", 0),
                                    ("男性が立っている", "男性が座っている", 1), ("男性が立っている", "男性が座っている", 2)]
+
+
+def test_adapting_to_a_deployments_faq_runs_logs_and_saves_new_weights(tmp_path, monkeypatch):
+    """The operator's command after an FAQ edit, for a few seconds: the list objective, the log and the save."""
+    import json
+
+    from nlu.training.train import main
+
+    monkeypatch.setenv("NLU_CACHE_DIR", str(tmp_path / "cache"))
+    model = CrossEncoder()
+    model.config.update(base_scale=30.0, weight=0.5)
+    model.save(tmp_path / "ce")
+    before = (tmp_path / "ce" / WEIGHTS).read_bytes()
+    main(["--adapt-faq", str(PROJECT_ROOT / "faq_data"), "--out", str(tmp_path / "ce"), "--minutes", "0.05",
+          "--warmup", "1", "--threads", "2"])
+    log = [json.loads(line) for line in (tmp_path / "ce" / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["counts"].keys() == {"faq-ja", "faq-en"} and log[-1]["final"] and log[-1]["step"] >= 1
+    assert (tmp_path / "ce" / WEIGHTS).read_bytes() != before
+    assert CrossEncoder.load(tmp_path / "ce").config["weight"] == 0.5  # adapting keeps the tuned weight
