@@ -76,7 +76,7 @@ def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, clarify:
     oos_answered = oos.answered(answer, margin)
     shares["oos_answered"] = oos_answered.mean() if len(oos.top) else None
     shares["oos_clarified"] = (~oos_answered & (oos.top >= clarify)).mean() if len(oos.top) else None
-    return {k: None if v is None else round(float(v), 4) for k, v in shares.items()}
+    return {k: None if v is None else float(v) for k, v in shares.items()}
 
 
 def calibrate(sets: list[tuple[Scored, Scored]], max_wrong: float, max_oos: float, max_lost: float) -> dict:
@@ -88,11 +88,11 @@ def calibrate(sets: list[tuple[Scored, Scored]], max_wrong: float, max_oos: floa
     best = (0.0, 0.0, np.inf, 0.0)  # (mean right, -worst wrong, answer threshold, margin): answer nothing
     for margin in MARGINS:
         for answer in grid:
-            shares = [_answer_shares(scored, oos, answer, margin) for scored, oos in sets]
-            if any(wrong > max_wrong or oos > max_oos for _, wrong, oos in shares):
+            shares = [outcomes(scored, oos, answer, margin, clarify=answer) for scored, oos in sets]
+            if any(o["answered_wrong"] > max_wrong or (o["oos_answered"] or 0.0) > max_oos for o in shares):
                 continue
-            best = max(best, (float(np.mean([right for right, _, _ in shares])),
-                              -max(wrong for _, wrong, _ in shares), float(answer), margin))
+            best = max(best, (float(np.mean([o["answered_correct"] for o in shares])),
+                              -max(o["answered_wrong"] for o in shares), float(answer), margin))
     answer, margin = best[2], best[3]
     clarify = float(min(answer, grid.min(initial=0.0)))
     for candidate in grid[::-1]:  # highest first: the share lost only grows as the threshold rises
@@ -100,13 +100,6 @@ def calibrate(sets: list[tuple[Scored, Scored]], max_wrong: float, max_oos: floa
             clarify = float(candidate)
             break
     return {"answer": answer, "margin": margin, "clarify": clarify}
-
-
-def _answer_shares(scored: Scored, oos: Scored, answer: float, margin: float) -> tuple[float, float, float]:
-    """Shares of in-scope questions answered right and wrong, and of out-of-scope ones answered."""
-    answered, n = scored.answered(answer, margin), max(len(scored.top), 1)
-    oos_answered = oos.answered(answer, margin).mean() if len(oos.top) else 0.0
-    return (answered & scored.right_first).sum() / n, (answered & ~scored.right_first).sum() / n, oos_answered
 
 
 def _lost(scored: Scored, answer: float, margin: float, clarify: float) -> float:

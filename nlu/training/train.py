@@ -18,6 +18,7 @@ whatever the CPU speed.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import json
 import random
 import time
@@ -165,13 +166,12 @@ def retriever_and_queries(benchmark, faq_dir: Path, embedder, answer_chars: int)
     return retriever, [(q.text, q.lang, [d for d, g in q.qrels.items() if g >= 1]) for q in benchmark.queries]
 
 
-def measure(args, embedder) -> None:
+def measure(args, embedder, chars: int) -> None:
     """Log P@1 / MRR@10 of hybrid vs hybrid + CE (several mixing weights) and CE latency to metrics.jsonl."""
     log = logger(args.out / "metrics.jsonl")
     model = CrossEncoder.load(args.out, args.threads)
     reranker = CrossEncoderReranker(model, depth=args.depth)
     weights = tuple(sorted(set(WEIGHTS) | {model.config.get("weight", 1.0)}))
-    chars = Settings.from_env().nlu_answer_chars  # index the sets as the bot would
     sets = {"jhu": lambda: load_set("jhu", args.data_dir, chars),
             "localgov-dev": lambda: load_set("localgov", args.data_dir, chars), "demo": load_demo}
     for name, load in sets.items():
@@ -207,9 +207,10 @@ def main(argv=None) -> None:
 
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    embedder = build_embedder(Settings.from_env(), load_e5(args.threads))  # lists reuse cached vectors
+    settings = Settings.from_env()
+    embedder = build_embedder(settings, load_e5(args.threads))  # lists reuse cached vectors
     if args.measure:
-        return measure(args, embedder)
+        return measure(args, embedder, settings.nlu_answer_chars)  # index the sets as the bot would
     log = logger(args.out / "train_log.jsonl")
     if args.adapt_faq:
         model, dev = CrossEncoder.load(args.out, args.threads), []
@@ -224,9 +225,7 @@ def main(argv=None) -> None:
         objective, counts = NliObjective(model, pairs, args.batch_size * SIZE), {"nli": len(pairs)}
         model.config["objective"] = "3-way NLI cross-entropy (JSICK train ja+en, JNLI valid+test)"
     else:
-        objective, counts = ListObjective(model, lists, args.batch_size), {}
-        for lst in lists:
-            counts[lst.source] = counts.get(lst.source, 0) + 1
+        objective, counts = ListObjective(model, lists, args.batch_size), dict(Counter(lst.source for lst in lists))
         model.config["objective"] = "listwise softmax cross-entropy over base_scale * retrieval + logit, lists of %d" % SIZE
     log({"start": vars(args) | {k: str(v) for k, v in vars(args).items() if isinstance(v, Path)},
          "train_items": len(objective), "held_out_lists": len(dev), "counts": counts,
