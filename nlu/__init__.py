@@ -80,8 +80,9 @@ def build_embedder(settings, embedder, tuned=None, wrap=lambda model: model):
         return cached(embedder)
     from nlu.retrieval import PerLanguage
 
-    weights = str(Path(settings.nlu_tuned_encoder) / "model.safetensors")
-    tuned_cached = cached(tuned, weights)
+    from nlu.weights import WEIGHTS
+
+    tuned_cached = cached(tuned, str(Path(settings.nlu_tuned_encoder) / WEIGHTS))
     return PerLanguage(cached(embedder), {lang: tuned_cached for lang in tuned.languages},
                        {lang: tuned.score_map for lang in tuned.languages})
 

