@@ -213,3 +213,15 @@ def test_adapting_to_a_deployments_faq_runs_logs_and_saves_new_weights(tmp_path,
     assert log[0]["counts"].keys() == {"faq-ja", "faq-en"} and log[-1]["final"] and log[-1]["step"] >= 1
     assert (tmp_path / "ce" / WEIGHTS).read_bytes() != before
     assert CrossEncoder.load(tmp_path / "ce").config["weight"] == 0.5  # adapting keeps the tuned weight
+
+
+def test_training_sources_are_named_and_checked(capsys):
+    """A typo in --sources stops the command before minutes of list building, naming the known sources."""
+    from nlu.training.lists import LANG, source_names
+    from nlu.training.train import main
+
+    assert source_names("jhu,clinc,jhu") == ["clinc", "jhu"]
+    with pytest.raises(SystemExit):
+        main(["--sources", "clinc,clnic", "--measure"])
+    err = capsys.readouterr().err
+    assert "unknown sources ['clnic']" in err and ", ".join(LANG) in err

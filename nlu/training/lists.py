@@ -29,6 +29,7 @@ BM25 already adds.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import re
@@ -185,8 +186,17 @@ def held_out(lst: RankList) -> bool:
     return lst.source != "jsts" and zlib.crc32(lst.group.encode()) % 10 == 0
 
 
-def build_lists(data_dir, faq_dir, embedder, seed: int = 13) -> tuple[list[RankList], list[RankList]]:
-    """(train, held-out) lists from every source, capped per source, shuffled with ``seed``."""
+def source_names(text: str) -> list[str]:
+    """The ``--sources`` argument of the training commands: comma-separated source names."""
+    names = sorted(set(text.split(",")))
+    if unknown := set(names) - set(LANG):
+        raise argparse.ArgumentTypeError(f"unknown sources {sorted(unknown)}; known: {', '.join(LANG)}")
+    return names
+
+
+def build_lists(data_dir, faq_dir, embedder, seed: int = 13,
+                sources=tuple(LANG)) -> tuple[list[RankList], list[RankList]]:
+    """(train, held-out) lists of ``sources``, capped per source, shuffled with ``seed``."""
     data, rng = Path(data_dir), random.Random(seed)
     lists = (clinc(data / "oos/clinc150-dev.json", embedder, rng) + faq_lists(faq_dir, embedder, rng)
              + jsts(data / "nli/jsts-train.json", embedder, rng)
@@ -198,5 +208,5 @@ def build_lists(data_dir, faq_dir, embedder, seed: int = 13) -> tuple[list[RankL
         if not held_out(lst):
             by_source.setdefault(lst.source, []).append(lst)
     train = [x for src, xs in sorted(by_source.items()) for x in rng.sample(xs, min(CAP[src], len(xs)))]
-    rng.shuffle(train)
-    return train, dev
+    rng.shuffle(train)  # before choosing sources, so a choice does not change the order of the rest
+    return [x for x in train if x.source in sources], [x for x in dev if x.source in sources]

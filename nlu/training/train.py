@@ -29,13 +29,13 @@ import torch
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import build_embedder, load_e5
+from nlu import build_embedder, load_e5, load_encoders
 from nlu.crossencoder import CrossEncoder
 from nlu.benchmarks import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
-from nlu.training.lists import SIZE, build_lists, faq_lists
+from nlu.training.lists import LANG, SIZE, build_lists, faq_lists, source_names
 from nlu.training.nli import nli_pairs
 
 WEIGHTS = (0.5, 1.0, 1.5)
@@ -174,8 +174,8 @@ def measure(args, embedder, chars: int) -> None:
     weights = tuple(sorted(set(WEIGHTS) | {model.config.get("weight", 1.0)}))
     sets = {"jhu": lambda: load_set("jhu", args.data_dir, chars),
             "localgov-dev": lambda: load_set("localgov", args.data_dir, chars), "demo": load_demo}
-    for name, load in sets.items():
-        retriever, queries = retriever_and_queries(load(), args.faq_dir, embedder, chars)
+    for name in args.sets:
+        retriever, queries = retriever_and_queries(sets[name](), args.faq_dir, embedder, chars)
         log({"set": name, **compare(retriever, reranker, queries[: args.limit], weights)})
 
 
@@ -187,6 +187,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--faq-dir", type=Path, default=PROJECT_ROOT / "faq_data")
     parser.add_argument("--adapt-faq", type=Path, help="adapt the weights in --out to this FAQ only")
+    parser.add_argument("--sources", type=source_names, default=",".join(LANG),
+                        help=f"list sources to train on (default: all), of: {', '.join(LANG)}")
     parser.add_argument("--objective", choices=("lists", "nli"), default="lists",
                         help="match head on retrieval-shaped lists, or a 3-way NLI head on NLI pairs")
     parser.add_argument("--batch-size", type=int, default=4,
@@ -200,6 +202,8 @@ def main(argv=None) -> None:
     parser.add_argument("--frozen-layers", type=int, default=4, help="bottom e5 layers kept as they are")
     parser.add_argument("--measure", action="store_true", help="evaluate the weights in --out, no training")
     parser.add_argument("--depth", type=int, default=10, help="with --measure: candidates the CE re-ranks")
+    parser.add_argument("--sets", nargs="+", default=["jhu", "localgov-dev", "demo"],
+                        choices=["jhu", "localgov-dev", "demo"], help="with --measure: the query sets")
     parser.add_argument("--limit", type=int, help="with --measure: first N queries of each set (smoke runs)")
     args = parser.parse_args(argv)
     if args.adapt_faq and args.objective == "nli":
@@ -208,9 +212,9 @@ def main(argv=None) -> None:
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     settings = Settings.from_env()
+    if args.measure:  # index the sets as the bot would, with the encoders it ships
+        return measure(args, build_embedder(settings, *load_encoders(settings)), settings.nlu_answer_chars)
     embedder = build_embedder(settings, load_e5(args.threads))  # lists reuse cached vectors
-    if args.measure:
-        return measure(args, embedder, settings.nlu_answer_chars)  # index the sets as the bot would
     log = logger(args.out / "train_log.jsonl")
     if args.adapt_faq:
         model, dev = CrossEncoder.load(args.out, args.threads), []
@@ -218,7 +222,7 @@ def main(argv=None) -> None:
     else:
         model = CrossEncoder(max_length=args.max_length, frozen_layers=args.frozen_layers,
                              labels=3 if args.objective == "nli" else 1)
-        lists, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed)
+        lists, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources)
         model.config["base_scale"] = fit_base_scale(lists)  # the NLI head's correction is in these units too
     if args.objective == "nli":
         pairs = nli_pairs(args.data_dir)

@@ -29,7 +29,7 @@ from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_e5
 from nlu.benchmarks import DATA_DIR
 from nlu.encoder import TunedEncoder, fit_score_map, gold_first, list_cosines
-from nlu.training.lists import LANG, build_lists
+from nlu.training.lists import LANG, build_lists, source_names
 from nlu.training.train import logger
 
 DEFAULT_OUT = PROJECT_ROOT / "models" / "e5-small-en"
@@ -66,7 +66,7 @@ def tune(model: TunedEncoder, train, args, log) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--sources", default="clinc,faq-en,jhu",
+    parser.add_argument("--sources", type=source_names, default="clinc,faq-en,jhu",
                         help=f"list sources to train on, of: {', '.join(LANG)}")
     parser.add_argument("--steps", type=int, default=320)
     parser.add_argument("--batch-size", type=int, default=8, help="lists per step")
@@ -79,18 +79,13 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--faq-dir", type=Path, default=PROJECT_ROOT / "faq_data")
     args = parser.parse_args(argv)
-    sources = args.sources.split(",")
-    if unknown := set(sources) - set(LANG):
-        parser.error(f"unknown sources {sorted(unknown)}; known: {', '.join(LANG)}")
 
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     settings = Settings.from_env({**os.environ, "NLU_TUNED_ENCODER": "off"})  # --out may not exist yet
     embedder = build_embedder(settings, load_e5(args.threads))  # lists reuse cached vectors
-    train, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed)
-    train = [lst for lst in train if lst.source in sources]
-    dev = [lst for lst in dev if lst.source in sources]
-    languages = sorted({LANG[s] for s in sources})
+    train, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources)
+    languages = sorted({LANG[s] for s in args.sources})
     log = logger(args.out / "train_log.jsonl")
     model = TunedEncoder(config={"languages": languages})
     before = gold_first(list_cosines(model, dev))
