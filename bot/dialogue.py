@@ -55,11 +55,11 @@ class Dialogue:
         top = decision.top
         details = dict(score=top.score if top else None, nlu_ms=decision.latency_ms)
         state = replace(state, lang=lang, pending=[], last_question=text)
+        offered = [c.faq_id for c in decision.candidates[: self.nlu.policy.clarify_count]]
         if decision.kind == ANSWER:
-            return self._answer(top.faq_id, lang, state, **details)
+            return self._answer(top.faq_id, lang, state, offered[1:], **details)
         details.update(suggestions=tuple(c.faq_id for c in decision.candidates[:3]), question=text)
         if decision.kind == CLARIFY:
-            offered = [c.faq_id for c in decision.candidates[: self.nlu.policy.clarify_count]]
             reply = self._did_you_mean(offered, lang)
             return Turn(reply, replace(state, pending=offered), CLARIFIED, top.faq_id, lang=lang, **details)
         return self._miss(state, lang, details)
@@ -76,19 +76,30 @@ class Dialogue:
         lang = data.get("lang") or state.lang or "ja"
         action, faq_id = data.get("a"), data.get("faq", "")
         if action == "select" and self.nlu.faq.get(faq_id):
-            return self._answer(faq_id, lang, replace(state, lang=lang, pending=[]), score=None)
+            others = [other for other in state.pending if other != faq_id]
+            return self._answer(faq_id, lang, replace(state, lang=lang, pending=[]), others, score=None)
         if action == "ask" and data.get("text"):  # an example question tapped where buttons cannot send text
             return self._on_text(data["text"], state)
         if action == "feedback":
-            up = data.get("v") == "up"
-            reply = Reply(say(lang, "thanks_up" if up else "thanks_down", **self.contact))
-            unhappy = {} if up else {"question": state.last_question, "suggestions": (faq_id,)}
-            return Turn(reply, state, f"feedback-{data.get('v')}", faq_id, lang=lang, **unhappy)
+            return self._on_feedback(data.get("v") == "up", faq_id, lang, state)
         if action == "none":
             return self._miss(replace(state, pending=[]), lang, {})
         return Turn(None, state, decision="ignored-postback")
 
-    def _answer(self, faq_id: str, lang: str, state: ConversationState, **details) -> Turn:
+    def _on_feedback(self, up: bool, faq_id: str, lang: str, state: ConversationState) -> Turn:
+        """Thanks; after a 👎 on the last answer, the entries ranked next are offered: a wrong answer is often
+        the runner-up's question, so the resident is one tap from the right one rather than asking again."""
+        decision = f"feedback-{'up' if up else 'down'}"
+        if up:
+            return Turn(Reply(say(lang, "thanks_up", **self.contact)), state, decision, faq_id, lang=lang)
+        unhappy = {"question": state.last_question, "suggestions": (faq_id,)}
+        others = [other for other in state.runners_up if self.nlu.faq.get(other)] if faq_id == state.last_answer else []
+        if not others:
+            return Turn(Reply(say(lang, "thanks_down", **self.contact)), state, decision, faq_id, lang=lang, **unhappy)
+        state = replace(state, pending=others, runners_up=[])
+        return Turn(self._did_you_mean(others, lang, "instead"), state, decision, faq_id, lang=lang, **unhappy)
+
+    def _answer(self, faq_id: str, lang: str, state: ConversationState, runners_up=(), **details) -> Turn:
         entry = self.nlu.faq.get(faq_id)
         text = entry.text(lang).answer
         if entry.url:
@@ -97,12 +108,12 @@ class Dialogue:
             Choice(say(lang, key), data=encode_postback(a="feedback", faq=faq_id, v=value, lang=lang), text=say(lang, key))
             for key, value in (("helpful", "up"), ("not_helpful", "down"))
         ]
-        state = replace(state, misses=0, last_answer=faq_id)
+        state = replace(state, misses=0, last_answer=faq_id, runners_up=list(runners_up))
         return Turn(Reply(text, tuple(feedback)), state, ANSWERED, faq_id, lang=lang, **details)
 
-    def _did_you_mean(self, faq_ids: list[str], lang: str) -> Reply:
+    def _did_you_mean(self, faq_ids: list[str], lang: str, intro: str = "did_you_mean") -> Reply:
         questions = [self.nlu.faq.get(faq_id).text(lang).question for faq_id in faq_ids]
-        lines = [say(lang, "did_you_mean")] + [f"{n}. {q}" for n, q in enumerate(questions, 1)]
+        lines = [say(lang, intro)] + [f"{n}. {q}" for n, q in enumerate(questions, 1)]
         choices = [
             Choice(f"{n}. {q}", data=encode_postback(a="select", faq=faq_id, lang=lang), text=q)
             for n, (faq_id, q) in enumerate(zip(faq_ids, questions), 1)

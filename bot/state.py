@@ -12,6 +12,7 @@ class ConversationState:
     misses: int = 0  # consecutive questions we could not answer
     handoff: bool = False  # the resident should hear from a person
     last_answer: str = ""  # FAQ id of the last answer, for feedback
+    runners_up: list = field(default_factory=list)  # FAQ ids ranked next after that answer, offered after a 👎
     last_question: str = ""  # what the resident last asked, so a 👎 can say which question failed
 
 

@@ -72,7 +72,8 @@ def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, clarify:
               "answered_wrong": (answered & ~scored.right_first).sum() / n,
               "clarified_with_right_choice": (clarified & scored.right_offered).sum() / n,
               "clarified_without": (clarified & ~scored.right_offered).sum() / n,
-              "fallback": (scored.top < clarify).sum() / n}
+              "fallback": (scored.top < clarify).sum() / n,
+              "answered_wrong_right_runner_up": (answered & ~scored.right_first & scored.right_offered).sum() / n}
     oos_answered = oos.answered(answer, margin)
     shares["oos_answered"] = oos_answered.mean() if len(oos.top) else None
     shares["oos_clarified"] = (~oos_answered & (oos.top >= clarify)).mean() if len(oos.top) else None

@@ -127,6 +127,43 @@ def test_clarify_offers_the_top_three_and_choosing_one_answers_it(client, unsure
     assert answer["text"].startswith(nlu.faq.get("venue-register").text("en").answer)
 
 
+def tap(client, worker, line_api, action) -> dict:
+    """The resident taps a quick-reply button; returns the one message the bot sent back."""
+    line_api.reset()
+    ask(client, worker, line_event(kind="postback", user="Utapper", data=action["data"]))
+    [message] = line_api.sent()[0].body["messages"]
+    return message
+
+
+def test_a_thumbs_down_offers_the_entries_ranked_next_and_one_tap_answers(client, worker, line_api, nlu):
+    ask(client, worker, line_event(text=nlu.faq.get("visitor-register").text("en").question, user="Utapper"))
+    [message] = line_api.sent()[0].body["messages"]
+    runners_up = worker.states.load("line", "Utapper").runners_up
+    assert len(runners_up) == 2 and "visitor-register" not in runners_up
+    offer = tap(client, worker, line_api, quick_reply_actions(message)[1])  # 👎
+    assert offer["text"].startswith("Thank you for telling us. Did you perhaps mean one of these?")
+    actions = quick_reply_actions(offer)
+    assert [parse_qs(a["data"])["faq"] for a in actions[:2]] == [[i] for i in runners_up] and len(actions) == 3
+    answer = tap(client, worker, line_api, actions[0])
+    assert answer["text"].startswith(nlu.faq.get(runners_up[0]).text("en").answer)
+    [item] = worker.unanswered.items()  # operators still see which question went wrong
+    assert item["text"] == nlu.faq.get("visitor-register").text("en").question and item["reason"] == "feedback-down"
+
+
+def test_a_thumbs_down_after_a_choice_offers_the_other_choices_then_only_thanks(client, unsure_worker, line_api):
+    ask(client, unsure_worker, line_event(text="How do I register my shop's QR code?", user="Utapper"))
+    offered = quick_reply_actions(line_api.sent()[0].body["messages"][0])
+    answer = tap(client, unsure_worker, line_api, offered[0])
+    again = tap(client, unsure_worker, line_api, quick_reply_actions(answer)[1])  # 👎
+    assert [a["data"] for a in quick_reply_actions(again)[:2]] == [a["data"] for a in offered[1:3]]
+    answer = tap(client, unsure_worker, line_api, quick_reply_actions(again)[0])
+    last = tap(client, unsure_worker, line_api, quick_reply_actions(answer)[1])  # 👎 again: the one left
+    assert [a["data"] for a in quick_reply_actions(last)[:-1]] == [offered[2]["data"]]
+    answer = tap(client, unsure_worker, line_api, quick_reply_actions(last)[0])
+    thanks = tap(client, unsure_worker, line_api, quick_reply_actions(answer)[1])  # nothing left to offer
+    assert thanks["text"].startswith("Thank you for telling us; we will use it") and not quick_reply_actions(thanks)
+
+
 @pytest.fixture
 def clueless_worker(worker, monkeypatch):
     """No score reaches any threshold: every question falls back."""

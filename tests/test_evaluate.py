@@ -86,9 +86,9 @@ def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_p
     for row in report["rows"]:
         assert {"ndcg@10", "p@1", "recall@10", "mrr@10", "latency_ms_p50", "latency_ms_p95"} <= row.keys()
         assert all(0 <= row[k] <= 1 for k in ("ndcg@10", "p@1", "recall@10", "mrr@10"))
-    assert set(report["policy"]) == {"answered_correct", "answered_wrong", "clarified_with_right_choice",
-                                     "clarified_without", "fallback", "oos_answered", "oos_clarified"}
+    outcomes = ["answered_correct", "answered_wrong", "clarified_with_right_choice", "clarified_without", "fallback"]
+    assert set(report["policy"]) == {*outcomes, "answered_wrong_right_runner_up", "oos_answered", "oos_clarified"}
     assert all(0 <= share <= 1 for share in report["policy"].values())
-    in_scope = [v for k, v in report["policy"].items() if not k.startswith("oos")]
-    assert sum(in_scope) == pytest.approx(1.0)
+    assert sum(report["policy"][k] for k in outcomes) == pytest.approx(1.0)  # each question has one outcome
+    assert report["policy"]["answered_wrong_right_runner_up"] <= report["policy"]["answered_wrong"]
     assert out.with_suffix(".png").stat().st_size > 0
