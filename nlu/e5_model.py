@@ -165,7 +165,8 @@ def read_q4_file(path: str | os.PathLike | None = None) -> E5File:
         if dtype == DTYPE_F32:
             tensors[name] = np.frombuffer(raw, "<f4", count).reshape(shape).copy()
         elif dtype == DTYPE_Q4_0:
-            tensors[name] = dequantize_q4_0(raw, shape[0], shape[1], dtype=np.float16 if name == WORD_TABLE else np.float32)
+            held_as = np.float16 if name == WORD_TABLE else np.float32
+            tensors[name] = dequantize_q4_0(raw, shape[0], shape[1], dtype=held_as)
         else:
             raise ValueError(f"{path}: tensor {name} has unknown dtype {dtype}")
     return E5File(config, pieces, scores, normalization, tensors)
