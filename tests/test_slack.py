@@ -113,6 +113,18 @@ def test_did_you_mean_buttons_answer_when_clicked_and_mark_the_message(client, w
     assert answer.body["text"].startswith(nlu.faq.get("venue-register").text("en").answer)
 
 
+def test_a_thumbs_down_click_offers_the_entries_ranked_next_as_buttons(client, worker, slack_api, nlu):
+    ask(client, worker, slack_message(nlu.faq.get("visitor-register").text("en").question))
+    down = buttons(slack_api.sent()[0])[1]
+    slack_api.reset()
+    ask(client, worker, slack_click(down["value"], label=down["text"]["text"]), path="/slack/interactions")
+    [offer] = slack_api.sent()
+    assert offer.body["text"].startswith("Thank you for telling us. Did you perhaps mean one of these?")
+    choices = [parse_qs(b["value"]) for b in buttons(offer)]
+    assert [c["a"] for c in choices] == [["select"], ["select"], ["none"]]
+    assert ["visitor-register"] not in [c.get("faq") for c in choices]
+
+
 def test_a_rate_limited_post_is_retried_after_the_retry_after_delay(client, worker, slack_api, nlu):
     slack_api.fail_next(429, path="chat.postMessage", body={"ok": False, "error": "ratelimited"})
     started = time.monotonic()
