@@ -54,14 +54,17 @@ class Dialogue:
         decision = self.nlu.answer(text, lang)
         top = decision.top
         details = dict(score=top.score if top else None, nlu_ms=decision.latency_ms)
-        state = replace(state, lang=lang, pending=[], last_question=text)
-        offered = [c.faq_id for c in decision.candidates[: self.nlu.policy.clarify_count]]
+        state = replace(state, lang=lang, pending=[], more=[], last_question=text)
+        count = self.nlu.policy.clarify_count
+        offered = [c.faq_id for c in decision.candidates[:count]]
         if decision.kind == ANSWER:
             return self._answer(top.faq_id, lang, state, offered[1:], **details)
         details.update(suggestions=tuple(c.faq_id for c in decision.candidates[:3]), question=text)
         if decision.kind == CLARIFY:
+            more = [c.faq_id for c in decision.candidates[count : 2 * count]]
             reply = self._did_you_mean(offered, lang)
-            return Turn(reply, replace(state, pending=offered), CLARIFIED, top.faq_id, lang=lang, **details)
+            return Turn(reply, replace(state, pending=offered, more=more), CLARIFIED, top.faq_id, lang=lang,
+                        **details)
         return self._miss(state, lang, details)
 
     def _miss(self, state: ConversationState, lang: str, details: dict) -> Turn:
@@ -83,8 +86,17 @@ class Dialogue:
         if action == "feedback":
             return self._on_feedback(data.get("v") == "up", faq_id, lang, state)
         if action == "none":
-            return self._miss(replace(state, pending=[]), lang, {})
+            return self._none_fits(lang, state)
         return Turn(None, state, decision="ignored-postback")
+
+    def _none_fits(self, lang: str, state: ConversationState) -> Turn:
+        """"None of these": the entries ranked next get one more chance (the right entry is often 4th to 6th
+        when it is not in the top 3); when those do not fit either, it is a miss."""
+        more = [faq_id for faq_id in state.more if self.nlu.faq.get(faq_id)]
+        if not more:
+            return self._miss(replace(state, pending=[], more=[]), lang, {})
+        state = replace(state, pending=more, more=[])
+        return Turn(self._did_you_mean(more, lang, "more_choices"), state, "clarified-more", lang=lang)
 
     def _on_feedback(self, up: bool, faq_id: str, lang: str, state: ConversationState) -> Turn:
         """Thanks; after a 👎 on the last answer, the entries ranked next are offered: a wrong answer is often

@@ -11,6 +11,7 @@ TEXTS = {
         "not_helpful": "👎 役に立たなかった",
         "did_you_mean": "もしかして、次のどれかについてのご質問ですか？番号のボタンを選んでください。",
         "none_of_these": "どれでもない",
+        "more_choices": "では、次のどれかについてのご質問ですか？番号のボタンを選んでください。",
         "instead": "ご意見ありがとうございます。もしかして、次のどれかについてのご質問でしたか？番号のボタンを選んでください。",
         "fallback": (
             "申し訳ありません。そのご質問にお答えできる情報が見つかりませんでした。"
@@ -35,6 +36,7 @@ TEXTS = {
         "not_helpful": "👎 Not helpful",
         "did_you_mean": "Did you mean one of these? Tap a number.",
         "none_of_these": "None of these",
+        "more_choices": "Then is it one of these? Tap a number.",
         "instead": "Thank you for telling us. Did you perhaps mean one of these? Tap a number.",
         "fallback": (
             "Sorry, I couldn't find an answer to that question. Please try asking in other words.\n"

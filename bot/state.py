@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 class ConversationState:
     lang: str = ""
     pending: list = field(default_factory=list)  # FAQ ids offered in "did you mean…"
+    more: list = field(default_factory=list)  # the FAQ ids ranked next, offered if none of those fits
     misses: int = 0  # consecutive questions we could not answer
     handoff: bool = False  # the resident should hear from a person
     last_answer: str = ""  # FAQ id of the last answer, for feedback

@@ -186,11 +186,14 @@ def rank_metrics(rankings: list, qrels_list: list) -> dict:
 
 def policy_outcomes(decisions: list, qrels_list: list, oos_decisions: list) -> dict:
     """Shares of in-scope questions answered right/wrong, clarified with/without a right choice, fallen back
-    (one each), and answered wrong with a right entry among the runners-up the bot offers after a 👎."""
+    (one each); then the ways back the dialogue offers: answered wrong with a right entry among the runners-up
+    a 👎 shows, and clarified without a right choice but with one among the next three "none of these" shows."""
     counts = dict.fromkeys(["answered_correct", "answered_wrong", "clarified_with_right_choice",
-                            "clarified_without", "fallback", "answered_wrong_right_runner_up"], 0)
+                            "clarified_without", "fallback", "answered_wrong_right_runner_up",
+                            "clarified_without_right_next"], 0)
     for decision, qrels in zip(decisions, qrels_list):
-        offered = [c.faq_id for c in decision.candidates[:3]]
+        ranked = [c.faq_id for c in decision.candidates[:6]]
+        offered = ranked[:3]
         if decision.kind == ANSWER:
             counts["answered_correct" if relevant(qrels, offered[0]) else "answered_wrong"] += 1
             if not relevant(qrels, offered[0]) and any(relevant(qrels, doc) for doc in offered[1:]):
@@ -198,6 +201,8 @@ def policy_outcomes(decisions: list, qrels_list: list, oos_decisions: list) -> d
         elif decision.kind == CLARIFY:
             right = any(relevant(qrels, doc) for doc in offered)
             counts["clarified_with_right_choice" if right else "clarified_without"] += 1
+            if not right and any(relevant(qrels, doc) for doc in ranked[3:]):
+                counts["clarified_without_right_next"] += 1
         else:
             counts["fallback"] += 1
     shares = {k: v / max(1, len(decisions)) for k, v in counts.items()}

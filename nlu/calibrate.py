@@ -34,12 +34,14 @@ MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
 
 @dataclass
 class Scored:
-    """Per question: the top two scores and whether the top one / any of the top three is right."""
+    """Per question: the top two scores and whether the top one / any of the top three / of the next three is
+    right."""
 
     top: np.ndarray
     second: np.ndarray
     right_first: np.ndarray
     right_offered: np.ndarray
+    right_next: np.ndarray
 
     @classmethod
     def from_decisions(cls, decisions, qrels_list=None) -> "Scored":
@@ -50,12 +52,13 @@ class Scored:
         qrels_list = qrels_list or [{}] * len(decisions)
         first = [bool(d.candidates) and relevant(q, d.candidates[0].faq_id) for d, q in zip(decisions, qrels_list)]
         offered = [any(relevant(q, c.faq_id) for c in d.candidates[:3]) for d, q in zip(decisions, qrels_list)]
+        after = [any(relevant(q, c.faq_id) for c in d.candidates[3:6]) for d, q in zip(decisions, qrels_list)]
         return cls(np.array([score(d, 0) for d in decisions], dtype=float),
                    np.array([score(d, 1) for d in decisions], dtype=float), np.array(first, dtype=bool),
-                   np.array(offered, dtype=bool))
+                   np.array(offered, dtype=bool), np.array(after, dtype=bool))
 
     def part(self, rows) -> "Scored":
-        return Scored(self.top[rows], self.second[rows], self.right_first[rows], self.right_offered[rows])
+        return Scored(**{name: values[rows] for name, values in vars(self).items()})
 
     def answered(self, answer: float, margin: float) -> np.ndarray:
         """``Policy.decide``'s answer rule (clarify <= answer, so an answered question is never below it)."""
@@ -73,7 +76,8 @@ def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, clarify:
               "clarified_with_right_choice": (clarified & scored.right_offered).sum() / n,
               "clarified_without": (clarified & ~scored.right_offered).sum() / n,
               "fallback": (scored.top < clarify).sum() / n,
-              "answered_wrong_right_runner_up": (answered & ~scored.right_first & scored.right_offered).sum() / n}
+              "answered_wrong_right_runner_up": (answered & ~scored.right_first & scored.right_offered).sum() / n,
+              "clarified_without_right_next": (clarified & ~scored.right_offered & scored.right_next).sum() / n}
     oos_answered = oos.answered(answer, margin)
     shares["oos_answered"] = oos_answered.mean() if len(oos.top) else None
     shares["oos_clarified"] = (~oos_answered & (oos.top >= clarify)).mean() if len(oos.top) else None

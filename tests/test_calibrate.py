@@ -38,7 +38,8 @@ def test_the_shares_for_given_thresholds_are_those_of_the_bots_policy():
 def scored_from(rows):
     """(top, second, right first, right in top 3) per question."""
     top, second, first, offered = map(np.array, zip(*rows))
-    return Scored(top.astype(float), second.astype(float), first.astype(bool), offered.astype(bool))
+    return Scored(top.astype(float), second.astype(float), first.astype(bool), offered.astype(bool),
+                  np.zeros(len(top), dtype=bool))
 
 
 def test_calibration_answers_what_it_safely_can_and_keeps_clarifiable_questions_from_falling_back():

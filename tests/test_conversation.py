@@ -150,6 +150,20 @@ def test_a_thumbs_down_offers_the_entries_ranked_next_and_one_tap_answers(client
     assert item["text"] == nlu.faq.get("visitor-register").text("en").question and item["reason"] == "feedback-down"
 
 
+def test_none_of_these_offers_the_next_three_once_then_counts_a_miss(client, unsure_worker, line_api, nlu):
+    ask(client, unsure_worker, line_event(text="How do I register my shop's QR code?", user="Utapper"))
+    first = quick_reply_actions(line_api.sent()[0].body["messages"][0])
+    more = tap(client, unsure_worker, line_api, first[-1])  # "None of these"
+    assert more["text"].startswith("Then is it one of these?")
+    second = quick_reply_actions(more)
+    ranked = [c.faq_id for c in nlu.answer("How do I register my shop's QR code?").candidates]
+    assert [parse_qs(a["data"])["faq"][0] for a in second[:-1]] == ranked[3:6]
+    assert unsure_worker.states.load("line", "Utapper").misses == 0
+    miss = tap(client, unsure_worker, line_api, second[-1])  # none of those either
+    assert "call" in miss["text"] and not quick_reply_actions(miss)
+    assert unsure_worker.states.load("line", "Utapper").misses == 1
+
+
 def test_a_thumbs_down_after_a_choice_offers_the_other_choices_then_only_thanks(client, unsure_worker, line_api):
     ask(client, unsure_worker, line_event(text="How do I register my shop's QR code?", user="Utapper"))
     offered = quick_reply_actions(line_api.sent()[0].body["messages"][0])

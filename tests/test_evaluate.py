@@ -87,8 +87,10 @@ def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_p
         assert {"ndcg@10", "p@1", "recall@10", "mrr@10", "latency_ms_p50", "latency_ms_p95"} <= row.keys()
         assert all(0 <= row[k] <= 1 for k in ("ndcg@10", "p@1", "recall@10", "mrr@10"))
     outcomes = ["answered_correct", "answered_wrong", "clarified_with_right_choice", "clarified_without", "fallback"]
-    assert set(report["policy"]) == {*outcomes, "answered_wrong_right_runner_up", "oos_answered", "oos_clarified"}
+    ways_back = ["answered_wrong_right_runner_up", "clarified_without_right_next"]
+    assert set(report["policy"]) == {*outcomes, *ways_back, "oos_answered", "oos_clarified"}
     assert all(0 <= share <= 1 for share in report["policy"].values())
     assert sum(report["policy"][k] for k in outcomes) == pytest.approx(1.0)  # each question has one outcome
     assert report["policy"]["answered_wrong_right_runner_up"] <= report["policy"]["answered_wrong"]
+    assert report["policy"]["clarified_without_right_next"] <= report["policy"]["clarified_without"]
     assert out.with_suffix(".png").stat().st_size > 0
