@@ -54,17 +54,17 @@ class Dialogue:
         decision = self.nlu.answer(text, lang)
         top = decision.top
         details = dict(score=top.score if top else None, nlu_ms=decision.latency_ms)
-        state = replace(state, lang=lang, pending=[], more=[], last_question=text)
+        state = replace(state, lang=lang, pending=[], next_choices=[], last_question=text)
         count = self.nlu.policy.clarify_count
         offered = [c.faq_id for c in decision.candidates[:count]]
         if decision.kind == ANSWER:
             return self._answer(top.faq_id, lang, state, offered[1:], **details)
         details.update(suggestions=tuple(c.faq_id for c in decision.candidates[:3]), question=text)
         if decision.kind == CLARIFY:
-            more = [c.faq_id for c in decision.candidates[count : 2 * count]]
+            following = [c.faq_id for c in decision.candidates[count : 2 * count]]
             reply = self._did_you_mean(offered, lang)
-            return Turn(reply, replace(state, pending=offered, more=more), CLARIFIED, top.faq_id, lang=lang,
-                        **details)
+            return Turn(reply, replace(state, pending=offered, next_choices=following), CLARIFIED, top.faq_id,
+                        lang=lang, **details)
         return self._miss(state, lang, details)
 
     def _miss(self, state: ConversationState, lang: str, details: dict) -> Turn:
@@ -92,11 +92,11 @@ class Dialogue:
     def _none_fits(self, lang: str, state: ConversationState) -> Turn:
         """"None of these": the entries ranked next get one more chance (the right entry is often 4th to 6th
         when it is not in the top 3); when those do not fit either, it is a miss."""
-        more = [faq_id for faq_id in state.more if self.nlu.faq.get(faq_id)]
-        if not more:
-            return self._miss(replace(state, pending=[], more=[]), lang, {})
-        state = replace(state, pending=more, more=[])
-        return Turn(self._did_you_mean(more, lang, "more_choices"), state, "clarified-more", lang=lang)
+        choices = self._next_choices(state)
+        if not choices:
+            return self._miss(replace(state, pending=[], next_choices=[]), lang, {})
+        state = replace(state, pending=choices, next_choices=[])
+        return Turn(self._did_you_mean(choices, lang, "more_choices"), state, "clarified-more", lang=lang)
 
     def _on_feedback(self, up: bool, faq_id: str, lang: str, state: ConversationState) -> Turn:
         """Thanks; after a 👎 on the last answer, the entries ranked next are offered: a wrong answer is often
@@ -105,11 +105,15 @@ class Dialogue:
         if up:
             return Turn(Reply(say(lang, "thanks_up", **self.contact)), state, decision, faq_id, lang=lang)
         unhappy = {"question": state.last_question, "suggestions": (faq_id,)}
-        others = [other for other in state.runners_up if self.nlu.faq.get(other)] if faq_id == state.last_answer else []
-        if not others:
+        choices = self._next_choices(state) if faq_id == state.last_answer else []
+        if not choices:
             return Turn(Reply(say(lang, "thanks_down", **self.contact)), state, decision, faq_id, lang=lang, **unhappy)
-        state = replace(state, pending=others, runners_up=[])
-        return Turn(self._did_you_mean(others, lang, "instead"), state, decision, faq_id, lang=lang, **unhappy)
+        state = replace(state, pending=choices, next_choices=[])
+        return Turn(self._did_you_mean(choices, lang, "instead"), state, decision, faq_id, lang=lang, **unhappy)
+
+    def _next_choices(self, state: ConversationState) -> list[str]:
+        """The entries held back for a second try that are still in the FAQ (it may have been reloaded)."""
+        return [faq_id for faq_id in state.next_choices if self.nlu.faq.get(faq_id)]
 
     def _answer(self, faq_id: str, lang: str, state: ConversationState, runners_up=(), **details) -> Turn:
         entry = self.nlu.faq.get(faq_id)
@@ -120,7 +124,7 @@ class Dialogue:
             Choice(say(lang, key), data=encode_postback(a="feedback", faq=faq_id, v=value, lang=lang), text=say(lang, key))
             for key, value in (("helpful", "up"), ("not_helpful", "down"))
         ]
-        state = replace(state, misses=0, last_answer=faq_id, runners_up=list(runners_up))
+        state = replace(state, misses=0, last_answer=faq_id, next_choices=list(runners_up))
         return Turn(Reply(text, tuple(feedback)), state, ANSWERED, faq_id, lang=lang, **details)
 
     def _did_you_mean(self, faq_ids: list[str], lang: str, intro: str = "did_you_mean") -> Reply:

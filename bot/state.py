@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass, field
 class ConversationState:
     lang: str = ""
     pending: list = field(default_factory=list)  # FAQ ids offered in "did you mean…"
-    more: list = field(default_factory=list)  # the FAQ ids ranked next, offered if none of those fits
+    next_choices: list = field(default_factory=list)  # FAQ ids ranked next, offered if the resident turns
+    # down what was shown: "none of these" after "did you mean…", or 👎 on the answer
     misses: int = 0  # consecutive questions we could not answer
     handoff: bool = False  # the resident should hear from a person
     last_answer: str = ""  # FAQ id of the last answer, for feedback
-    runners_up: list = field(default_factory=list)  # FAQ ids ranked next after that answer, offered after a 👎
     last_question: str = ""  # what the resident last asked, so a 👎 can say which question failed
 
 

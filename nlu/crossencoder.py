@@ -36,8 +36,6 @@ class CrossEncoder(nn.Module):
         super().__init__()
         e5file = e5file or read_q4_file()
         self.tokenizer = Tokenizer(e5file)
-        self.max_length = max_length
-        self.pad_id = self.tokenizer.pad
         self.bert = build_bert(e5file)
         self.dropout = nn.Dropout(dropout)
         for layer in self.bert.encoder.layer[:frozen_layers]:
@@ -51,11 +49,11 @@ class CrossEncoder(nn.Module):
 
     def encode(self, pairs) -> list[list[int]]:
         """Token ids of ``<s> query </s></s> phrasing </s>``, truncated to max_length."""
-        return [self.tokenizer.pair(PREFIX + a, PREFIX + b, self.max_length) for a, b in pairs]
+        return [self.tokenizer.pair(PREFIX + a, PREFIX + b, self.config["max_length"]) for a, b in pairs]
 
     def collate(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad a batch to its own longest row (dynamic padding)."""
-        return pad_rows(rows, self.pad_id)
+        return pad_rows(rows, self.tokenizer.pad)
 
     @property
     def labels(self) -> int:

@@ -220,9 +220,10 @@ class Tokenizer:
             ids.append(piece)
         return ids[::-1]
 
-    def single(self, text: str) -> list[int]:
-        """``<s> text </s>``."""
-        return [self.bos, *self.content_ids(text), self.eos]
+    def single(self, text: str, max_length: int | None = None) -> list[int]:
+        """``<s> text </s>``, the text cut so that ``max_length`` (if given) fits."""
+        ids = self.content_ids(text)
+        return [self.bos, *(ids if max_length is None else ids[: max(max_length - 2, 0)]), self.eos]
 
     def pair(self, first: str, second: str, max_length: int) -> list[int]:
         """XLM-R's ``<s> first </s></s> second </s>``, the longer side cut first until ``max_length`` fits."""

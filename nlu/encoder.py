@@ -44,8 +44,7 @@ class TunedEncoder:
 
     def train_vectors(self, texts: list[str], max_length: int) -> torch.Tensor:
         """Mean-pooled, normalised vectors with gradients (training only; inference is ``query``)."""
-        rows = [self.tokenizer.single(PREFIX + t) for t in texts]
-        rows = [r if len(r) <= max_length else r[: max_length - 1] + r[-1:] for r in rows]  # keep </s>
+        rows = [self.tokenizer.single(PREFIX + t, max_length) for t in texts]
         ids, mask = pad_rows(rows, self.tokenizer.pad)
         hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
         return torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1)

@@ -138,7 +138,7 @@ def tap(client, worker, line_api, action) -> dict:
 def test_a_thumbs_down_offers_the_entries_ranked_next_and_one_tap_answers(client, worker, line_api, nlu):
     ask(client, worker, line_event(text=nlu.faq.get("visitor-register").text("en").question, user="Utapper"))
     [message] = line_api.sent()[0].body["messages"]
-    runners_up = worker.states.load("line", "Utapper").runners_up
+    runners_up = worker.states.load("line", "Utapper").next_choices
     assert len(runners_up) == 2 and "visitor-register" not in runners_up
     offer = tap(client, worker, line_api, quick_reply_actions(message)[1])  # 👎
     assert offer["text"].startswith("Thank you for telling us. Did you perhaps mean one of these?")

@@ -39,6 +39,7 @@ from nlu.training.lists import LANG, SIZE, build_lists, faq_lists, source_names
 from nlu.training.nli import nli_pairs
 
 WEIGHTS = (0.5, 1.0, 1.5)
+MEASURED_SETS = ("jhu", "localgov-dev", "demo")  # --measure's query sets, never trained or tuned on
 GRID = tuple(round(0.25 * i, 2) for i in range(9))  # correction weights tried on the held-out lists
 
 
@@ -202,8 +203,8 @@ def main(argv=None) -> None:
     parser.add_argument("--frozen-layers", type=int, default=4, help="bottom e5 layers kept as they are")
     parser.add_argument("--measure", action="store_true", help="evaluate the weights in --out, no training")
     parser.add_argument("--depth", type=int, default=10, help="with --measure: candidates the CE re-ranks")
-    parser.add_argument("--sets", nargs="+", default=["jhu", "localgov-dev", "demo"],
-                        choices=["jhu", "localgov-dev", "demo"], help="with --measure: the query sets")
+    parser.add_argument("--sets", nargs="+", default=list(MEASURED_SETS), choices=MEASURED_SETS,
+                        help="with --measure: the query sets")
     parser.add_argument("--limit", type=int, help="with --measure: first N queries of each set (smoke runs)")
     args = parser.parse_args(argv)
     if args.adapt_faq and args.objective == "nli":
