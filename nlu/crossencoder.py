@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlu.e5_model import Tokenizer, build_bert, mean_pool, pad_rows, read_q4_file
+from nlu.e5_model import Tokenizer, build_bert, length_batches, mean_pool, pad_rows, read_q4_file
 from nlu.weights import CONFIG, WEIGHTS, base_record, load_finetuned, read_config, save_finetuned
 
 FROZEN = "bert.embeddings.word_embeddings.weight"
@@ -69,17 +69,15 @@ class CrossEncoder(nn.Module):
         """The one number per pair that corrects retrieval: the match logit, or entailment minus contradiction."""
         return logits if self.labels == 1 else logits[:, 0] - logits[:, 2]
 
-    def score(self, pairs, batch_size: int = 32) -> np.ndarray:
-        """Correction logit per (query, phrasing), in the units of ``base_scale`` × retrieval score.
-        Batches are sorted by length so padding barely costs."""
+    def score(self, pairs, max_tokens: int = 1024) -> np.ndarray:
+        """Correction logit per (query, phrasing), in the units of ``base_scale`` × retrieval score, in
+        batches of similar length (``e5_model.length_batches``)."""
         rows = self.encode(pairs)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out = np.empty(len(rows), dtype=np.float32)
         was_training = self.training
         self.eval()
         with torch.inference_mode():
-            for s in range(0, len(order), batch_size):
-                idx = order[s : s + batch_size]
+            for idx in length_batches([len(r) for r in rows], max_tokens):
                 out[idx] = self.correction(self(*self.collate([rows[i] for i in idx]))).float().numpy()
         self.train(was_training)
         return out

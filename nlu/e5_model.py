@@ -303,7 +303,26 @@ def mean_pool(hidden, mask):
     return (hidden * m).sum(1) / m.sum(1)
 
 
-def embed(model, tokenizer, texts, prefix: str = "query: ", batch_size: int = 32) -> np.ndarray:
+def length_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices of ``lengths`` in batches of similar length, longest first, each at most ``max_tokens`` once
+    padded (a single longer item gets a batch of its own).
+
+    Similar lengths waste little on padding; the token cap bounds a batch's activations (32 windows of 512
+    tokens would need ~400 MB for attention alone); longest first lets later batches reuse the memory the
+    first one freed.  Embedding LocalgovFAQ (3,572 texts, 2 cores): 32 texts a batch shortest first grew the
+    heap by 540 MB; longest first with a cap of 512 / 1,024 / 4,096 tokens, by 130 / 230 / 590 MB, in 46 / 40
+    / 42 s.
+    """
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def embed(model, tokenizer, texts, prefix: str = "query: ", max_tokens: int = 1024) -> np.ndarray:
     """Mean-pooled, L2-normalised embeddings computed the way the C engine does.
 
     Texts longer than ``max_position_embeddings - 2`` content tokens are split
@@ -330,11 +349,9 @@ def embed(model, tokenizer, texts, prefix: str = "query: ", batch_size: int = 32
 
     hidden = model.config.hidden_size
     sums = np.zeros((len(texts), hidden), dtype=np.float64)
-    order = sorted(range(len(windows)), key=lambda w: len(windows[w]))  # less padding per batch
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
+        for idx in length_batches([len(w) for w in windows], max_tokens):
             ids, mask = pad_rows([windows[w] for w in idx], pad)
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
             means = mean_pool(out, mask).double().cpu().numpy()

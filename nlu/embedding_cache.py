@@ -1,7 +1,7 @@
 """Embeddings of FAQ texts kept on disk, keyed by a hash of the model file and the text.
 
-Embedding a large FAQ is the slow part of building an index (about 50 s for
-LocalgovFAQ's 1,786 questions on two cores).  With the cache, a restart or a
+Embedding a large FAQ is the slow part of building an index (about 45 s for
+LocalgovFAQ's 1,786 questions and answer heads on two cores).  With the cache, a restart or a
 FAQ reload after an operator edit embeds only the texts that changed.
 Residents' questions are never cached: they pass straight through.
 """

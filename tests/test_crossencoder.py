@@ -62,9 +62,9 @@ def test_save_load_round_trip_is_small_and_keeps_scores(untrained, tmp_path):
 
 
 def test_scores_do_not_depend_on_batch_composition(untrained):
-    alone = np.concatenate([untrained.score([p], batch_size=1) for p in PAIRS])
-    together = untrained.score(PAIRS, batch_size=len(PAIRS))
-    reversed_ = untrained.score(PAIRS[::-1], batch_size=2)[::-1]
+    alone = np.concatenate([untrained.score([p]) for p in PAIRS])
+    together = untrained.score(PAIRS, max_tokens=10_000)
+    reversed_ = untrained.score(PAIRS[::-1], max_tokens=60)[::-1]
     np.testing.assert_allclose(together, alone, atol=1e-4)
     np.testing.assert_allclose(reversed_, alone, atol=1e-4)
 

