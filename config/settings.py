@@ -88,9 +88,9 @@ class Settings:
     queue_name: str = "events"
     faq_dir: str = str(PROJECT_ROOT / "faq_data")
     nlu_top_k: int = 10
-    nlu_answer_threshold: float = 0.91  # these three: python -m nlu.calibrate --set demo jhu localgov --joint
+    nlu_answer_threshold: float = 0.899  # these three: python -m nlu.calibrate --set demo jhu localgov --joint
     nlu_answer_margin: float = 0.02
-    nlu_clarify_threshold: float = 0.878
+    nlu_clarify_threshold: float = 0.864
     nlu_threads: int = 2
     nlu_answer_chars: int = 100  # answer characters embedded with each question (0: questions only)
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"

@@ -20,7 +20,7 @@ import yaml
 
 from config.settings import PROJECT_ROOT
 from nlu.decision import ANSWER, CLARIFY
-from nlu.retrieval import answer_phrasing
+from nlu.retrieval import answer_head
 
 DEMO_QUERIES = PROJECT_ROOT / "benchmarks" / "demo_paraphrases.yaml"
 DATA_DIR = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -39,12 +39,13 @@ class Query:
 
 @dataclass(frozen=True)
 class Corpus:
-    """What an index is built from: a BM25 document and the dense phrasings of each entry."""
+    """What an index is built from: a BM25 document, the question phrasings and the answer head of each entry."""
 
     ids: list
     documents: list
     phrasings: list
     lang: str
+    heads: list = field(default_factory=list)  # "" for an entry without one; empty: none at all
 
 
 @dataclass
@@ -77,15 +78,16 @@ def split_entry(value) -> tuple[str, str]:
 
 
 def corpus_from_entries(entries: dict, lang: str, answer_chars: int = 0) -> Corpus:
-    """BM25 reads question + answer; the phrasings are the question and, as the bot builds them, the question
-    with the first ``answer_chars`` characters of its answer."""
-    ids, documents, phrasings = [], [], []
+    """BM25 reads question + answer; the phrasing is the question and, as the bot builds it, the head is the
+    question with the first ``answer_chars`` characters of its answer."""
+    ids, documents, phrasings, heads = [], [], [], []
     for entry_id, value in entries.items():
         question, answer = split_entry(value)
         ids.append(str(entry_id))
         documents.append(f"{question}\n{answer}".strip())
-        phrasings.append([question or answer, *(answer_phrasing(question, answer, answer_chars) if question else [])])
-    return Corpus(ids, documents, phrasings, lang)
+        phrasings.append([question or answer])
+        heads.append(answer_head(question, answer, answer_chars) if question else "")
+    return Corpus(ids, documents, phrasings, lang, heads)
 
 
 def load_faq_set(name: str, corpus: Path, queries: Path, qrels: Path, lang: str,

@@ -84,10 +84,10 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
     else:
         corpus = benchmark.corpus
         encoder = language_embedder(cached, corpus.lang)
-        if staged:  # each entry's first phrasing is its question (``corpus_from_entries``)
-            LanguageIndex(corpus.ids, corpus.documents, [p[:1] for p in corpus.phrasings], corpus.lang, *encoder)
+        if staged:  # the questions-only index a staged worker starts on
+            LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder)
         first_s = time.perf_counter() - started
-        index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder)
+        index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads)
         nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policy_from(settings), reranker, settings.nlu_top_k)
         entries = len(corpus.ids)
     build = {"faq_entries": entries, "index_first_s": first_s if staged else None,

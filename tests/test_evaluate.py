@@ -70,7 +70,8 @@ def test_the_loader_reads_both_corpus_forms_and_drops_queries_without_a_relevant
     assert corpus.ids == ["1", "2", "3", "4", "5"]
     assert corpus.phrasings[0] == ["How do I renew my passport?"]
     assert corpus.documents[2] == "Where can I park my bicycle?\nUse the bicycle parking by the station."
-    assert with_head.corpus.phrasings[2] == ["Where can I park my bicycle?", "Where can I park my bicycle? Use the bicy"]
+    assert corpus.heads[2] == "" and with_head.corpus.phrasings[2] == ["Where can I park my bicycle?"]
+    assert with_head.corpus.heads[2] == "Where can I park my bicycle? Use the bicy"
     assert [q.text for q in question_only.queries] == ["passport renewal", "which day is trash pickup",
                                                        "dog registration"]
     assert question_only.queries[1].qrels == {"2": 2, "5": 1}

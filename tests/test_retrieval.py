@@ -1,4 +1,5 @@
 """Retrieval on the demo FAQ: paraphrases (not the FAQ's wording) land on the right entry."""
+import numpy as np
 import pytest
 import yaml
 
@@ -77,6 +78,23 @@ def test_the_index_also_embeds_each_question_with_the_head_of_its_answer(nlu):
     assert phrasings[-1] == f"{entry.question} {' '.join(entry.answer.split())[:100]}"
 
 
+def test_an_entrys_dense_score_mixes_its_best_question_with_its_answer_head():
+    """A short question that happens to share the resident's wording no longer outranks on its own."""
+    from nlu.retrieval import HEAD_WEIGHT, LanguageIndex
+
+    vectors = {"ask": [1.0, 0.0], "q-a": [0.6, 0.8], "alt-a": [0.8, 0.6], "head-a": [0.0, 1.0], "q-b": [1.0, 0.0]}
+
+    class Table:  # a stand-in embedder with known vectors, so the arithmetic can be checked exactly
+        def query(self, texts):
+            return np.array(vectors[texts] if isinstance(texts, str) else [vectors[t] for t in texts])
+
+    index = LanguageIndex(["a", "b"], ["a", "b"], [["q-a", "alt-a"], ["q-b"]], "en", Table(), heads=["head-a", ""])
+    dense, _ = index.scores("", index.query_vector("ask"))
+    assert dense[0] == pytest.approx((1 - HEAD_WEIGHT) * 0.8 + HEAD_WEIGHT * 0.0)  # best question .8, head 0
+    assert dense[1] == pytest.approx(1.0)  # no head: its best question alone
+    assert index.phrasings == {"a": ["q-a", "alt-a", "head-a"], "b": ["q-b"]}
+
+
 @pytest.mark.parametrize("question,expected", [("how does this help stop covid spreading?", "about-purpose"),
                                                ("感染対策としてどう役立つんですか", "about-purpose")])
 def test_words_only_the_answer_uses_still_find_the_entry(nlu, question, expected):
@@ -84,10 +102,10 @@ def test_words_only_the_answer_uses_still_find_the_entry(nlu, question, expected
 
 
 def test_the_answer_head_is_optional_and_whitespace_normalised():
-    from nlu.retrieval import answer_phrasing
+    from nlu.retrieval import answer_head
 
-    assert answer_phrasing("Q?", "one\n  two three", 7) == ["Q? one two"]
-    assert answer_phrasing("Q?", "one two", 0) == [] and answer_phrasing("Q?", "  ", 50) == []
+    assert answer_head("Q?", "one\n  two three", 7) == "Q? one two"
+    assert answer_head("Q?", "one two", 0) == "" and answer_head("Q?", "  ", 50) == ""
 
 
 def test_loading_e5_holds_numpys_openblas_to_one_thread():

@@ -162,7 +162,7 @@ def retriever_and_queries(benchmark, faq_dir: Path, embedder, answer_chars: int)
         retriever = HybridRetriever.for_faq(load_faq(faq_dir), embedder, answer_chars)
     else:
         c = benchmark.corpus
-        index = LanguageIndex(c.ids, c.documents, c.phrasings, c.lang, *language_embedder(embedder, c.lang))
+        index = LanguageIndex(c.ids, c.documents, c.phrasings, c.lang, *language_embedder(embedder, c.lang), heads=c.heads)
         retriever = HybridRetriever({c.lang: index})
     return retriever, [(q.text, q.lang, [d for d, g in q.qrels.items() if g >= 1]) for q in benchmark.queries]
 
