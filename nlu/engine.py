@@ -4,15 +4,16 @@ Holds the current FAQ and its index and swaps both at once when the FAQ files
 change, so a broken edit never replaces the last good FAQ.  A worker may start
 on a questions-only index (``staged``) and embed the answer heads afterwards
 (``complete_index``): on a cold start of a large FAQ the answer heads are most
-of the embedding time, and residents get answers meanwhile.
+of the embedding time, and residents get "did you mean…" choices meanwhile.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from dataclasses import replace
 
-from nlu.decision import Decision, Policy
+from nlu.decision import ANSWER, CLARIFY, Decision, Policy
 from nlu.faq import Faq, FaqError, load_faq, signature_of, with_alternates
 from nlu.retrieval import HybridRetriever
 from nlu.text import detect_language
@@ -79,8 +80,15 @@ class Nlu:
                 log.info("FAQ index completed with answer heads in %.1f s", time.perf_counter() - started)
 
     def answer(self, text: str, lang: str | None = None) -> Decision:
-        """Rank the FAQ for ``text`` and decide: answer, clarify or fall back."""
-        return rank_and_decide(self.retriever, self.policy, self.reranker, self.top_k, text, lang)
+        """Rank the FAQ for ``text`` and decide: answer, clarify or fall back.
+
+        Until a staged start has its answer heads, the bot offers choices rather than answering outright: the
+        thresholds are calibrated on the full index, and questions alone score higher (demo out-of-scope
+        questions answered .04 -> .08, JHU wrong answers .061 -> .079)."""
+        decision = rank_and_decide(self.retriever, self.policy, self.reranker, self.top_k, text, lang)
+        if decision.kind == ANSWER and not self.index_complete:
+            return replace(decision, kind=CLARIFY)
+        return decision
 
     def reload_if_changed(self) -> bool:
         """Reload when the files changed; keep the old FAQ (and say why) if the new one is broken."""

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from nlu import FaqError, Nlu, load_faq, policy_from
+from nlu import ANSWER, CLARIFY, FaqError, Nlu, load_faq, policy_from
 from config.settings import PROJECT_ROOT, Settings
 
 GOOD = """\
@@ -100,10 +100,12 @@ def test_a_staged_start_answers_from_the_questions_then_adds_the_answer_heads(tm
     first = small.faq.get("first").text("en")
     assert small.retriever.indexes["en"].phrasings["first"] == list(first.phrasings)
     assert not small.index_complete and small.status()["faq_index"].startswith("questions only")
-    assert small.answer("Is this the first question").top.faq_id == "first"
+    early = small.answer("Is this the first question")
+    assert early.top.faq_id == "first" and early.kind == CLARIFY  # no outright answers on a partial index
 
     small.complete_index()
     assert small.index_complete and small.status()["faq_index"] == "complete"
+    assert small.answer("Is this the first question").kind == ANSWER
     assert small.retriever.indexes["en"].phrasings["first"][-1] == "Is this the first question The first answer."
 
 
