@@ -180,7 +180,7 @@ def print_report(report: dict) -> None:
     print("P@1 by language: " + ", ".join(f"{k} {v:.3f}" for k, v in report["p@1_by_language"].items()))
     first = report["index_first_s"]
     print(f"index build {report['index_build_s']:.1f} s"
-          + (f" (answering from the questions-only index after {first:.1f} s)" if first is not None else "")
+          + (f" (replying from the questions-only index after {first:.1f} s)" if first is not None else "")
           + f", {report['index_texts_embedded']} texts embedded, the rest from the cache; "
           f"queries {report['queries_s']:.1f} s, "
           f"peak RSS {report['peak_rss_mb']:.0f} MB\n")
