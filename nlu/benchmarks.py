@@ -186,32 +186,66 @@ def rank_metrics(rankings: list, qrels_list: list) -> dict:
     return {name: sum(f(r, q) for r, q in zip(rankings, qrels_list)) / n for name, f in per_query.items()}
 
 
-def policy_outcomes(decisions: list, qrels_list: list, oos_decisions: list) -> dict:
+@dataclass
+class Scored:
+    """Per question: the top two scores and whether the top one / any of the top three / of the next three is
+    right."""
+
+    top: np.ndarray
+    second: np.ndarray
+    right_first: np.ndarray
+    right_offered: np.ndarray
+    right_next: np.ndarray
+
+    @classmethod
+    def from_decisions(cls, decisions, qrels_list=None) -> "Scored":
+        """``qrels_list`` None: out-of-scope questions, where nothing is right."""
+        def score(d, i):
+            return d.candidates[i].score if len(d.candidates) > i else -np.inf
+
+        qrels_list = qrels_list or [{}] * len(decisions)
+        first = [bool(d.candidates) and relevant(q, d.candidates[0].faq_id) for d, q in zip(decisions, qrels_list)]
+        offered = [any(relevant(q, c.faq_id) for c in d.candidates[:3]) for d, q in zip(decisions, qrels_list)]
+        after = [any(relevant(q, c.faq_id) for c in d.candidates[3:6]) for d, q in zip(decisions, qrels_list)]
+        return cls(np.array([score(d, 0) for d in decisions], dtype=float),
+                   np.array([score(d, 1) for d in decisions], dtype=float), np.array(first, dtype=bool),
+                   np.array(offered, dtype=bool), np.array(after, dtype=bool))
+
+    def part(self, rows) -> "Scored":
+        return Scored(**{name: values[rows] for name, values in vars(self).items()})
+
+    def answered(self, answer: float, margin: float) -> np.ndarray:
+        """``Policy.decide``'s answer rule (clarify <= answer, so an answered question is never below it)."""
+        with np.errstate(invalid="ignore"):  # no candidates: -inf - -inf is nan, and nan >= margin is False
+            return (self.top >= answer) & (self.top - self.second >= margin)
+
+
+def outcome_shares(scored: Scored, answered, clarified, oos_answered, oos_clarified) -> dict:
     """Shares of in-scope questions answered right/wrong, clarified with/without a right choice, fallen back
     (one each); then the ways back the dialogue offers: answered wrong with a right entry among the runners-up
-    a 👎 shows, and clarified without a right choice but with one among the next three "none of these" shows."""
-    counts = dict.fromkeys(["answered_correct", "answered_wrong", "clarified_with_right_choice",
-                            "clarified_without", "fallback", "answered_wrong_right_runner_up",
-                            "clarified_without_right_next"], 0)
-    for decision, qrels in zip(decisions, qrels_list):
-        ranked = [c.faq_id for c in decision.candidates[:6]]
-        offered = ranked[:3]
-        if decision.kind == ANSWER:
-            counts["answered_correct" if relevant(qrels, offered[0]) else "answered_wrong"] += 1
-            if not relevant(qrels, offered[0]) and any(relevant(qrels, doc) for doc in offered[1:]):
-                counts["answered_wrong_right_runner_up"] += 1
-        elif decision.kind == CLARIFY:
-            right = any(relevant(qrels, doc) for doc in offered)
-            counts["clarified_with_right_choice" if right else "clarified_without"] += 1
-            if not right and any(relevant(qrels, doc) for doc in ranked[3:]):
-                counts["clarified_without_right_next"] += 1
-        else:
-            counts["fallback"] += 1
-    shares = {k: v / max(1, len(decisions)) for k, v in counts.items()}
-    for kind, key in ((ANSWER, "oos_answered"), (CLARIFY, "oos_clarified")):
-        # None, not 0, when the set has no out-of-scope questions: nothing was measured.
-        shares[key] = sum(d.kind == kind for d in oos_decisions) / len(oos_decisions) if oos_decisions else None
-    return shares
+    a 👎 shows, and clarified without a right choice but with one among the next three "none of these" shows;
+    and of out-of-scope questions answered / clarified (None, not 0, when the set has none: nothing was
+    measured).  The masks say what the policy did with each question."""
+    n = max(len(scored.top), 1)
+    shares = {"answered_correct": (answered & scored.right_first).sum() / n,
+              "answered_wrong": (answered & ~scored.right_first).sum() / n,
+              "clarified_with_right_choice": (clarified & scored.right_offered).sum() / n,
+              "clarified_without": (clarified & ~scored.right_offered).sum() / n,
+              "fallback": (~answered & ~clarified).sum() / n,
+              "answered_wrong_right_runner_up": (answered & ~scored.right_first & scored.right_offered).sum() / n,
+              "clarified_without_right_next": (clarified & ~scored.right_offered & scored.right_next).sum() / n}
+    shares["oos_answered"] = oos_answered.mean() if len(oos_answered) else None
+    shares["oos_clarified"] = oos_clarified.mean() if len(oos_clarified) else None
+    return {k: None if v is None else float(v) for k, v in shares.items()}
+
+
+def policy_outcomes(decisions: list, qrels_list: list, oos_decisions: list) -> dict:
+    """``outcome_shares`` of the decisions the pipeline made."""
+    def kinds(ds, kind):
+        return np.array([d.kind == kind for d in ds], dtype=bool)
+
+    return outcome_shares(Scored.from_decisions(decisions, qrels_list), kinds(decisions, ANSWER),
+                          kinds(decisions, CLARIFY), kinds(oos_decisions, ANSWER), kinds(oos_decisions, CLARIFY))
 
 
 def precision_coverage(scores, correct, oos_scores=(), thresholds=None) -> list[dict]:

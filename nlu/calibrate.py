@@ -19,69 +19,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from nlu import build_reranker, load_encoders
-from nlu.benchmarks import relevant
+from nlu.benchmarks import Scored, outcome_shares
 from nlu.evaluate import add_data_options, benchmarks_from, build_pipeline, settings_for
 
 MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
 
 
-@dataclass
-class Scored:
-    """Per question: the top two scores and whether the top one / any of the top three / of the next three is
-    right."""
-
-    top: np.ndarray
-    second: np.ndarray
-    right_first: np.ndarray
-    right_offered: np.ndarray
-    right_next: np.ndarray
-
-    @classmethod
-    def from_decisions(cls, decisions, qrels_list=None) -> "Scored":
-        """``qrels_list`` None: out-of-scope questions, where nothing is right."""
-        def score(d, i):
-            return d.candidates[i].score if len(d.candidates) > i else -np.inf
-
-        qrels_list = qrels_list or [{}] * len(decisions)
-        first = [bool(d.candidates) and relevant(q, d.candidates[0].faq_id) for d, q in zip(decisions, qrels_list)]
-        offered = [any(relevant(q, c.faq_id) for c in d.candidates[:3]) for d, q in zip(decisions, qrels_list)]
-        after = [any(relevant(q, c.faq_id) for c in d.candidates[3:6]) for d, q in zip(decisions, qrels_list)]
-        return cls(np.array([score(d, 0) for d in decisions], dtype=float),
-                   np.array([score(d, 1) for d in decisions], dtype=float), np.array(first, dtype=bool),
-                   np.array(offered, dtype=bool), np.array(after, dtype=bool))
-
-    def part(self, rows) -> "Scored":
-        return Scored(**{name: values[rows] for name, values in vars(self).items()})
-
-    def answered(self, answer: float, margin: float) -> np.ndarray:
-        """``Policy.decide``'s answer rule (clarify <= answer, so an answered question is never below it)."""
-        with np.errstate(invalid="ignore"):  # no candidates: -inf - -inf is nan, and nan >= margin is False
-            return (self.top >= answer) & (self.top - self.second >= margin)
-
-
 def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, clarify: float) -> dict:
     """The shares ``nlu.benchmarks.policy_outcomes`` reports, for these thresholds."""
-    answered = scored.answered(answer, margin)
-    clarified = ~answered & (scored.top >= clarify)
-    n = max(len(scored.top), 1)
-    shares = {"answered_correct": (answered & scored.right_first).sum() / n,
-              "answered_wrong": (answered & ~scored.right_first).sum() / n,
-              "clarified_with_right_choice": (clarified & scored.right_offered).sum() / n,
-              "clarified_without": (clarified & ~scored.right_offered).sum() / n,
-              "fallback": (scored.top < clarify).sum() / n,
-              "answered_wrong_right_runner_up": (answered & ~scored.right_first & scored.right_offered).sum() / n,
-              "clarified_without_right_next": (clarified & ~scored.right_offered & scored.right_next).sum() / n}
-    oos_answered = oos.answered(answer, margin)
-    shares["oos_answered"] = oos_answered.mean() if len(oos.top) else None
-    shares["oos_clarified"] = (~oos_answered & (oos.top >= clarify)).mean() if len(oos.top) else None
-    return {k: None if v is None else float(v) for k, v in shares.items()}
+    answered, oos_answered = scored.answered(answer, margin), oos.answered(answer, margin)
+    return outcome_shares(scored, answered, ~answered & (scored.top >= clarify),
+                          oos_answered, ~oos_answered & (oos.top >= clarify))
 
 
 def calibrate(sets: list[tuple[Scored, Scored]], max_wrong: float, max_oos: float, max_lost: float) -> dict:
