@@ -96,7 +96,8 @@ class Settings:
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"
     nlu_tuned_encoder: str = str(PROJECT_ROOT / "models" / "e5-small-en")  # fine-tuned e5 for its languages; "off"
     nlu_reranker_dir: str = "off"  # a cross-encoder folder (python -m nlu.training.train); none ships yet
-    nlu_rerank_depth: int = 10  # retrieved candidates the cross-encoder reads
+    nlu_rerank_depth: int = 10  # retrieved candidates the re-ranker reads
+    nlu_late_interaction: float = 0.2  # weight of token-level re-scoring in the tuned encoder's languages; 0: off
     handoff_after_misses: int = 2
     state_ttl_seconds: int = 1800
     log_retention_days: int = 30

@@ -36,8 +36,9 @@ def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
 
     ``overlay``: () -> (version, {(faq id, lang): [texts]}), alternates accepted by operators.
     """
-    return Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, *load_encoders(settings)),
-               reranker=build_reranker(settings), top_k=settings.nlu_top_k, overlay=overlay,
+    encoders = load_encoders(settings)
+    return Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, *encoders),
+               reranker=build_reranker(settings, encoders[1]), top_k=settings.nlu_top_k, overlay=overlay,
                answer_chars=settings.nlu_answer_chars,
                staged=staged and settings.nlu_cache_dir != "off")
 
@@ -93,10 +94,16 @@ def build_embedder(settings, embedder, tuned=None, wrap=lambda model: model):
                        {lang: tuned.score_map for lang in tuned.languages})
 
 
-def build_reranker(settings):
-    """The cross-encoder re-ranker when ``settings.reranker_enabled``, else None (retrieval decides alone)."""
-    if not settings.reranker_enabled:
-        return None
-    from nlu.rerank import load_reranker  # imports torch: only when there is a model to run
+def build_reranker(settings, tuned=None):
+    """The cross-encoder when ``settings.reranker_enabled``; else late interaction with the ``tuned`` encoder
+    (``NLU_LATE_INTERACTION`` > 0); else None: retrieval decides alone.  The cross-encoder learnt to correct
+    retrieval scores alone, so the two are not stacked."""
+    if settings.reranker_enabled:
+        from nlu.rerank import load_reranker  # imports torch: only when there is a model to run
 
-    return load_reranker(settings.nlu_reranker_dir, settings)
+        return load_reranker(settings.nlu_reranker_dir, settings)
+    if tuned is not None and settings.nlu_late_interaction > 0:
+        from nlu.late_interaction import LateInteraction
+
+        return LateInteraction(tuned, settings.nlu_late_interaction, settings.nlu_rerank_depth)
+    return None

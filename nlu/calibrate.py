@@ -96,7 +96,8 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, help="write the thresholds and shares here")
     args = parser.parse_args(argv)
     settings = settings_for(args)
-    encoders, reranker = load_encoders(settings), build_reranker(settings)
+    encoders = load_encoders(settings)
+    reranker = build_reranker(settings, encoders[1])
     fit, check = (slice(0, None, 2), slice(1, None, 2)) if args.holdout else (slice(None), None)
     scored = {b.name: score_benchmark(b, settings, encoders, reranker)
               for b in benchmarks_from(args, parser, settings.nlu_answer_chars)}

@@ -44,6 +44,15 @@ class TunedEncoder:
         vectors = embed(self.bert, self.tokenizer, texts, prefix=PREFIX)
         return vectors[0] if isinstance(texts, str) else vectors
 
+    def token_states(self, text: str, max_length: int = 128) -> np.ndarray:
+        """L2-normalised hidden states of ``text``'s own tokens (not ``<s>``, the prefix or ``</s>``), fp16:
+        what ``nlu.late_interaction`` compares."""
+        skip = len(self.tokenizer.content_ids(PREFIX.strip())) + 1
+        ids, mask = pad_rows([self.tokenizer.single(PREFIX + text, max_length)], self.tokenizer.pad)
+        with torch.inference_mode():
+            hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[0, skip:-1]
+        return torch.nn.functional.normalize(hidden, dim=-1).to(torch.float16).numpy()
+
     def train_vectors(self, texts: list[str], max_length: int) -> torch.Tensor:
         """Mean-pooled, normalised vectors with gradients (training only; inference is ``query``)."""
         rows = [self.tokenizer.single(PREFIX + t, max_length) for t in texts]

