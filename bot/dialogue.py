@@ -55,7 +55,7 @@ class Dialogue:
         top = decision.top
         details = dict(score=top.score if top else None, nlu_ms=decision.latency_ms)
         state = replace(state, lang=lang, pending=[], next_choices=[], last_question=text)
-        count = self.nlu.policy.clarify_count
+        count = self.nlu.policies[lang].clarify_count
         offered = [c.faq_id for c in decision.candidates[:count]]
         if decision.kind == ANSWER:
             return self._answer(top.faq_id, lang, state, offered[1:], **details)

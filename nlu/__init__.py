@@ -9,22 +9,26 @@ from pathlib import Path
 
 from nlu.decision import ANSWER, CLARIFY, FALLBACK, Candidate, Decision, Policy
 from nlu.engine import Nlu
-from nlu.faq import Faq, FaqEntry, FaqError, load_faq
+from nlu.faq import LANGUAGES, Faq, FaqEntry, FaqError, load_faq
 from nlu.text import detect_language
 
 __all__ = [
-    "ANSWER", "CLARIFY", "FALLBACK", "Candidate", "Decision", "Policy", "Nlu",
+    "ANSWER", "CLARIFY", "FALLBACK", "LANGUAGES", "Candidate", "Decision", "Policy", "Nlu",
     "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language",
-    "build_nlu", "build_embedder", "build_reranker", "load_e5", "load_encoders", "policy_from",
+    "build_nlu", "build_embedder", "build_reranker", "load_e5", "load_encoders", "policies_from",
 ]
 
 
-def policy_from(settings) -> Policy:
-    return Policy(
-        answer_threshold=settings.nlu_answer_threshold,
-        answer_margin=settings.nlu_answer_margin,
-        clarify_threshold=settings.nlu_clarify_threshold,
-    )
+def policies_from(settings) -> dict[str, Policy]:
+    """The decision policy of each language, from its ``NLU_*_{LANG}`` thresholds."""
+    return {
+        lang: Policy(
+            answer_threshold=getattr(settings, f"nlu_answer_threshold_{lang}"),
+            answer_margin=getattr(settings, f"nlu_answer_margin_{lang}"),
+            clarify_threshold=getattr(settings, f"nlu_clarify_threshold_{lang}"),
+        )
+        for lang in LANGUAGES
+    }
 
 
 def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
@@ -37,7 +41,7 @@ def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
     ``overlay``: () -> (version, {(faq id, lang): [texts]}), alternates accepted by operators.
     """
     encoders = load_encoders(settings)
-    return Nlu(settings.faq_dir, policy_from(settings), build_embedder(settings, *encoders),
+    return Nlu(settings.faq_dir, policies_from(settings), build_embedder(settings, *encoders),
                reranker=build_reranker(settings, encoders[1]), top_k=settings.nlu_top_k, overlay=overlay,
                answer_chars=settings.nlu_answer_chars,
                staged=staged and settings.nlu_cache_dir != "off")

@@ -188,14 +188,15 @@ def rank_metrics(rankings: list, qrels_list: list) -> dict:
 
 @dataclass
 class Scored:
-    """Per question: the top two scores and whether the top one / any of the top three / of the next three is
-    right."""
+    """Per question: the top two scores, whether the top one / any of the top three / of the next three is
+    right, and its language (each language has its own thresholds)."""
 
     top: np.ndarray
     second: np.ndarray
     right_first: np.ndarray
     right_offered: np.ndarray
     right_next: np.ndarray
+    lang: np.ndarray
 
     @classmethod
     def from_decisions(cls, decisions, qrels_list=None) -> "Scored":
@@ -209,7 +210,8 @@ class Scored:
         after = [any(relevant(q, c.faq_id) for c in d.candidates[3:6]) for d, q in zip(decisions, qrels_list)]
         return cls(np.array([score(d, 0) for d in decisions], dtype=float),
                    np.array([score(d, 1) for d in decisions], dtype=float), np.array(first, dtype=bool),
-                   np.array(offered, dtype=bool), np.array(after, dtype=bool))
+                   np.array(offered, dtype=bool), np.array(after, dtype=bool),
+                   np.array([d.lang for d in decisions], dtype=object))
 
     def part(self, rows) -> "Scored":
         return Scored(**{name: values[rows] for name, values in vars(self).items()})

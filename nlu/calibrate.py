@@ -9,11 +9,13 @@ threshold and margin that answer the most questions right while at most
 threshold that lets at most ``--max-lost`` of in-scope questions fall back
 although the right entry was among the three choices.  ``--holdout``
 calibrates on the even-numbered questions and reports the odd ones: what to
-expect on questions the calibration never saw.  ``--joint`` picks one set of
-thresholds for several FAQs at once, the limits holding on each: that is how
-the shipped defaults in ``config/settings.py`` were chosen, since thresholds
-fitted to one FAQ answer far too boldly on another.  It prints the ``NLU_*``
-lines to set.
+expect on questions the calibration never saw.  Each language gets its own
+thresholds, fitted on that language's questions: English and Japanese scores
+come from different encoders and re-orderings, and separate right from wrong
+differently.  ``--joint`` picks one set of thresholds per language for several
+FAQs at once, the limits holding on each: that is how the shipped defaults in
+``config/settings.py`` were chosen, since thresholds fitted to one FAQ answer
+far too boldly on another.  It prints the ``NLU_*_{JA,EN}`` lines to set.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 from nlu import build_reranker, load_encoders
 from nlu.benchmarks import Scored, outcome_shares
+from nlu.faq import LANGUAGES
 from nlu.evaluate import add_data_options, benchmarks_from, build_pipeline, settings_for
 
 MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
@@ -75,12 +78,19 @@ def score_benchmark(benchmark, settings, encoders, reranker) -> tuple[Scored, Sc
     return Scored.from_decisions(decisions, [q.qrels for q in benchmark.queries]), Scored.from_decisions(oos)
 
 
-def report(name: str, chosen: dict, measured: dict) -> None:
+def report(name: str, lang: str, chosen: dict, measured: dict) -> None:
     print(f"\n[{name}] answer >= {chosen['answer']} with margin >= {chosen['margin']}, clarify >= {chosen['clarify']}")
     for part, shares in measured.items():
-        print(f"  {part:<22} " + ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in shares.items()))
-    print(f"NLU_ANSWER_THRESHOLD={chosen['answer']}\nNLU_ANSWER_MARGIN={chosen['margin']}\n"
-          f"NLU_CLARIFY_THRESHOLD={chosen['clarify']}")
+        print(f"  {part:<27} " + ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in shares.items()))
+    suffix = lang.upper()
+    print(f"NLU_ANSWER_THRESHOLD_{suffix}={chosen['answer']}\nNLU_ANSWER_MARGIN_{suffix}={chosen['margin']}\n"
+          f"NLU_CLARIFY_THRESHOLD_{suffix}={chosen['clarify']}")
+
+
+def by_language(scored: dict) -> dict:
+    """(set, language) -> its (in-scope, out-of-scope) questions, for each language a set asks in."""
+    return {(name, lang): (inside.part(inside.lang == lang), outside.part(outside.lang == lang))
+            for name, (inside, outside) in scored.items() for lang in LANGUAGES if (inside.lang == lang).any()}
 
 
 def main(argv=None) -> None:
@@ -92,7 +102,7 @@ def main(argv=None) -> None:
                         help="in-scope questions falling back although a right choice was in the top 3, at most")
     parser.add_argument("--holdout", action="store_true", help="calibrate on even questions, report the odd ones")
     parser.add_argument("--joint", action="store_true",
-                        help="one set of thresholds for all the sets given, the limits holding on each")
+                        help="one set of thresholds per language for all the sets given, the limits holding on each")
     parser.add_argument("--json", type=Path, help="write the thresholds and shares here")
     args = parser.parse_args(argv)
     settings = settings_for(args)
@@ -101,19 +111,23 @@ def main(argv=None) -> None:
     fit, check = (slice(0, None, 2), slice(1, None, 2)) if args.holdout else (slice(None), None)
     scored = {b.name: score_benchmark(b, settings, encoders, reranker)
               for b in benchmarks_from(args, parser, settings.nlu_answer_chars)}
-    groups = [list(scored)] if args.joint else [[name] for name in scored]
+    parts = by_language(scored)
+    if args.joint:
+        groups = [[key for key in parts if key[1] == lang] for lang in LANGUAGES]
+    else:
+        groups = [[key] for key in parts]
     results = {}
-    for names in groups:
-        chosen = calibrate([(scored[n][0].part(fit), scored[n][1].part(fit)) for n in names],
+    for keys in filter(None, groups):
+        chosen = calibrate([(parts[k][0].part(fit), parts[k][1].part(fit)) for k in keys],
                            args.max_wrong, args.max_oos, args.max_lost)
-        for name in names:
-            inside, outside = scored[name]
+        names = [f"{name} ({lang})" for name, lang in keys]
+        for name, (inside, outside) in zip(names, (parts[k] for k in keys)):
             measured = {"calibrated on": outcomes(inside.part(fit), outside.part(fit), **chosen)}
             if check is not None:
                 measured["held out (odd)"] = outcomes(inside.part(check), outside.part(check), **chosen)
             results[name] = {"thresholds": chosen, **measured}
-        report(" + ".join(names), chosen, {f"{n}: {part}": shares for n in names
-                                           for part, shares in results[n].items() if part != "thresholds"})
+        report(" + ".join(names), keys[0][1], chosen, {f"{n}: {part}": shares for n in names
+                                                       for part, shares in results[n].items() if part != "thresholds"})
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

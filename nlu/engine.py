@@ -21,14 +21,14 @@ from nlu.text import detect_language
 log = logging.getLogger(__name__)
 
 
-def rank_and_decide(retriever, policy: Policy, reranker, top_k: int, text: str, lang: str | None) -> Decision:
-    """The pipeline over any index: retrieval, the optional re-ranker, then the policy."""
+def rank_and_decide(retriever, policies: dict, reranker, top_k: int, text: str, lang: str | None) -> Decision:
+    """The pipeline over any index: retrieval, the optional re-ranker, then the language's policy."""
     started = time.perf_counter()
     lang = lang or detect_language(text)
     candidates = retriever.search(text, lang, top_k)
     if reranker is not None:
         candidates = reranker.rerank(text, candidates, retriever.indexes[lang])
-    kind = policy.decide(candidates)
+    kind = policies[lang].decide(candidates)
     latency_ms = (time.perf_counter() - started) * 1000
     return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms)
 
@@ -36,12 +36,12 @@ def rank_and_decide(retriever, policy: Policy, reranker, top_k: int, text: str, 
 class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
-    def __init__(self, faq_dir, policy: Policy, embedder, reranker=None, top_k: int = 10, overlay=None,
+    def __init__(self, faq_dir, policies: dict[str, Policy], embedder, reranker=None, top_k: int = 10, overlay=None,
                  answer_chars: int = 0, staged: bool = False):
         self.faq_dir = faq_dir
         self.answer_chars = answer_chars  # how much of each answer the index embeds with its question
         self.overlay = overlay  # () -> (version, {(faq id, lang): [accepted alternates]}), or None
-        self.policy = policy
+        self.policies = policies  # language -> Policy
         self.embedder = embedder
         self.reranker = reranker
         self.top_k = top_k
@@ -85,7 +85,7 @@ class Nlu:
         Until a staged start has its answer heads, the bot offers choices rather than answering outright: the
         thresholds are calibrated on the full index, and questions alone score higher (demo out-of-scope
         questions answered .04 -> .08, JHU wrong answers .061 -> .079)."""
-        decision = rank_and_decide(self.retriever, self.policy, self.reranker, self.top_k, text, lang)
+        decision = rank_and_decide(self.retriever, self.policies, self.reranker, self.top_k, text, lang)
         if decision.kind == ANSWER and not self.index_complete:
             return replace(decision, kind=CLARIFY)
         return decision

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import Nlu, build_embedder, build_reranker, load_encoders, policy_from
+from nlu import Nlu, build_embedder, build_reranker, load_encoders, policies_from
 from nlu.engine import rank_and_decide
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, load_demo, load_faq_set, load_set,
                             p1_by_language, pipeline_curve, policy_outcomes, rank_metrics, read_json)
@@ -56,12 +56,12 @@ class CorpusPipeline:
     """The bot's own pipeline (``rank_and_decide``) over an external corpus's index."""
 
     retriever: HybridRetriever
-    policy: object
+    policies: dict
     reranker: object = None
     top_k: int = 10
 
     def answer(self, text: str, lang: str | None = None):
-        return rank_and_decide(self.retriever, self.policy, self.reranker, self.top_k, text, lang)
+        return rank_and_decide(self.retriever, self.policies, self.reranker, self.top_k, text, lang)
 
 
 def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker) -> tuple[Nlu, dict]:
@@ -76,7 +76,7 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
         return counters[-1]
     cached = build_embedder(settings, *encoders, wrap=counting)
     if benchmark.corpus is None:
-        nlu = Nlu(settings.faq_dir, policy_from(settings), cached, reranker=reranker, top_k=settings.nlu_top_k,
+        nlu = Nlu(settings.faq_dir, policies_from(settings), cached, reranker=reranker, top_k=settings.nlu_top_k,
                   answer_chars=settings.nlu_answer_chars, staged=staged)
         first_s = time.perf_counter() - started
         nlu.complete_index()
@@ -88,7 +88,7 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
             LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder)
         first_s = time.perf_counter() - started
         index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads)
-        nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policy_from(settings), reranker, settings.nlu_top_k)
+        nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policies_from(settings), reranker, settings.nlu_top_k)
         entries = len(corpus.ids)
     build = {"faq_entries": entries, "index_first_s": first_s if staged else None,
              "index_build_s": time.perf_counter() - started, "index_texts_embedded": sum(c.embedded for c in counters)}
@@ -155,8 +155,8 @@ def evaluate(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker
         "set": benchmark.name, "queries": len(benchmark.queries), "oos_queries": len(benchmark.oos),
         **build, "rows": rows, "policy": policy_outcomes(decisions, qrels, oos_decisions),
         "p@1_by_language": p1_by_language(benchmark, rankings["pipeline"]),
-        "thresholds": {"answer": settings.nlu_answer_threshold, "margin": settings.nlu_answer_margin,
-                       "clarify": settings.nlu_clarify_threshold},
+        "thresholds": {lang: vars(policy) for lang, policy in policies_from(settings).items()
+                       if lang in {q.lang for q in benchmark.queries}},
         "queries_s": time.perf_counter() - started,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "precision_coverage": pipeline_curve(benchmark, decisions, oos_decisions),
@@ -194,8 +194,7 @@ def plot_curve(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     points = [p for p in report["precision_coverage"] if p["precision"] is not None]
-    answer = report["thresholds"]["answer"]
-    at_answer = min(points, key=lambda p: abs(p["threshold"] - answer), default=None)
+    answers = {lang: t["answer_threshold"] for lang, t in report["thresholds"].items()}
     fig, (by_coverage, by_threshold) = plt.subplots(1, 2, figsize=(11, 4.5))
     for axis, x_key in ((by_coverage, "coverage"), (by_threshold, "threshold")):
         x = [p[x_key] for p in points]
@@ -204,10 +203,13 @@ def plot_curve(report: dict, path: Path) -> None:
             axis.plot(x, [p["oos_accepted"] for p in points], label="out-of-scope accepted")
         if x_key == "threshold":
             axis.plot(x, [p["coverage"] for p in points], label="coverage", linestyle=":")
-            axis.axvline(answer, color="grey", linestyle="--", label=f"answer threshold {answer}")
-        elif at_answer:
-            axis.plot([at_answer["coverage"]], [at_answer["precision"]], "o", color="red",
-                      label=f"answer threshold {answer}")
+        for (lang, answer), style in zip(sorted(answers.items()), ("--", "-.")):
+            at_answer = min(points, key=lambda p: abs(p["threshold"] - answer), default=None)
+            if x_key == "threshold":
+                axis.axvline(answer, color="grey", linestyle=style, label=f"answer threshold {lang} {answer}")
+            elif at_answer:
+                axis.plot([at_answer["coverage"]], [at_answer["precision"]], "o" if style == "--" else "s",
+                          color="red", label=f"answer threshold {lang} {answer}")
         axis.set_xlabel(x_key)
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)

@@ -18,7 +18,7 @@ from bot.local_chat import sign
 from bot.redis_conn import start_embedded, url_of
 from bot.worker import build_worker_services
 from config.settings import PROJECT_ROOT, Settings
-from nlu import build_nlu
+from nlu import LANGUAGES, Policy, build_nlu
 from tests.fake_apis import FakeLineApi, FakeSlackApi
 
 CHANNEL_SECRET = "test-channel-secret"
@@ -122,6 +122,11 @@ def operator(client):
     """The test client, signed in to the console as "sato"."""
     assert sign_in(client).status_code == 302
     return client
+
+
+def same_policies(answer: float, margin: float, clarify: float) -> dict:
+    """One policy for every language, as a test that overrides the NLU_* thresholds sets it."""
+    return {lang: Policy(answer, margin, clarify) for lang in LANGUAGES}
 
 
 def form(client, **values):

@@ -16,8 +16,8 @@ from werkzeug.serving import make_server
 from bot.app import create_app
 from bot.worker import build_worker_services
 from config.settings import PROJECT_ROOT
-from nlu import Policy
-from tests.conftest import OPERATOR_PASSWORD, line_event, post_events
+
+from tests.conftest import OPERATOR_PASSWORD, line_event, post_events, same_policies
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -61,7 +61,7 @@ def test_an_operator_watches_takes_over_replies_hands_back_and_improves_the_faq(
     page.wait_for_selector("text=● live")
 
     # A resident's message appears in the list without reloading.
-    monkeypatch.setattr(services.dialogue.nlu, "policy", Policy(2.0, 0.0, 0.5))  # clarify: lands in "unanswered"
+    monkeypatch.setattr(services.dialogue.nlu, "policies", same_policies(2.0, 0.0, 0.5))  # clarify: lands in "unanswered"
     question = "お店のポスターの印刷代って自腹ですか？"
     started = time.perf_counter()
     post_events(webhook, line_event(text=question, user="Ubrowser"))

@@ -39,7 +39,7 @@ def scored_from(rows):
     """(top, second, right first, right in top 3) per question."""
     top, second, first, offered = map(np.array, zip(*rows))
     return Scored(top.astype(float), second.astype(float), first.astype(bool), offered.astype(bool),
-                  np.zeros(len(top), dtype=bool))
+                  np.zeros(len(top), dtype=bool), np.full(len(top), "en", dtype=object))
 
 
 def test_calibration_answers_what_it_safely_can_and_keeps_clarifiable_questions_from_falling_back():
@@ -82,8 +82,8 @@ def test_the_cli_calibrates_on_half_and_reports_the_other_half(tiny_faq, tmp_pat
     main(["--corpus", str(tiny_faq["corpus"]), "--queries", str(tiny_faq["queries"]), "--qrels",
           str(tiny_faq["qrels"]), "--oos", str(tiny_faq["oos"]), "--lang", "en", "--holdout", "--json", str(out)])
     printed = capsys.readouterr().out
-    assert "NLU_ANSWER_THRESHOLD=" in printed and "NLU_CLARIFY_THRESHOLD=" in printed
-    result = json.loads(out.read_text())["custom"]
+    assert "NLU_ANSWER_THRESHOLD_EN=" in printed and "NLU_CLARIFY_THRESHOLD_EN=" in printed
+    result = json.loads(out.read_text())["custom (en)"]
     assert result["thresholds"]["clarify"] <= result["thresholds"]["answer"]
     assert {"calibrated on", "held out (odd)"} <= result.keys()
     assert result["calibrated on"]["answered_wrong"] <= 0.10

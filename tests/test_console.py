@@ -4,7 +4,7 @@ import pytest
 from bot.app import create_app
 from bot.console.conversations import anonymous_id
 from bot.platforms.line import retry_key
-from tests.conftest import OPERATOR_PASSWORD, form, line_event, post_events, sign_in
+from tests.conftest import OPERATOR_PASSWORD, form, line_event, post_events, same_policies, sign_in
 
 @pytest.mark.parametrize("path", ["/console/", "/console/conversations", "/console/waiting", "/console/stream",
                                   "/console/c/line/U1"])
@@ -121,9 +121,7 @@ def test_only_the_operator_in_charge_can_send(operator, worker, line_api, settin
 
 
 def test_a_resident_handed_off_appears_in_the_waiting_queue_until_taken_over(operator, worker, monkeypatch):
-    from nlu import Policy
-
-    monkeypatch.setattr(worker.dialogue.nlu, "policy", Policy(2.0, 0.0, 2.0))
+    monkeypatch.setattr(worker.dialogue.nlu, "policies", same_policies(2.0, 0.0, 2.0))
     for text in ("粗大ごみの日は？", "図書館の場所は？"):
         post_events(operator, line_event(text=text, user="Uwaiting"))
         worker.run()

@@ -11,9 +11,9 @@ from bot.console.improve import group
 from bot.unanswered import pack
 from bot.worker import beat, build_worker_services
 from config.settings import PROJECT_ROOT
-from nlu import Nlu, Policy, policy_from
+from nlu import Nlu, policies_from
 from bot.faq_overlay import FaqOverlay
-from tests.conftest import form, line_event, post_events
+from tests.conftest import form, line_event, post_events, same_policies
 
 
 def item(item_id, text, vector, lang="ja"):
@@ -33,7 +33,7 @@ def small_worker(tmp_path, settings, redis, nlu, line_api, slack_api):
     for name in ("costs.yaml", "qr_code.yaml"):
         shutil.copy(PROJECT_ROOT / "faq_data" / name, tmp_path)
     local = settings.replace(faq_dir=str(tmp_path))
-    small = Nlu(tmp_path, policy_from(local), nlu.embedder, overlay=FaqOverlay(redis).snapshot)
+    small = Nlu(tmp_path, policies_from(local), nlu.embedder, overlay=FaqOverlay(redis).snapshot)
     services = build_worker_services(local, redis=redis, nlu=small)
     services.run = lambda: SimpleWorker([services.queue], connection=redis).work(burst=True)
     return services
@@ -41,7 +41,7 @@ def small_worker(tmp_path, settings, redis, nlu, line_api, slack_api):
 
 def test_an_attached_alternate_makes_the_bot_answer_that_phrasing(operator, small_worker, line_api, monkeypatch):
     question = "ポスター代は市が出してくれるの？うちのお店プリンターがないんだけど"
-    monkeypatch.setattr(small_worker.dialogue.nlu, "policy", Policy(0.999, 0.0, 0.0))  # only near-exact matches answer
+    monkeypatch.setattr(small_worker.dialogue.nlu, "policies", same_policies(0.999, 0.0, 0.0))  # only near-exact matches answer
     post_events(operator, line_event(text=question, user="Uimprove"))
     small_worker.run()
     assert line_api.sent()[0].body["messages"][0]["text"].startswith("もしかして")
@@ -83,7 +83,7 @@ def test_the_dashboard_counts_resolution_feedback_and_response_time(operator, wo
     post_events(operator, line_event(text=nlu.faq.get("visitor-register").text("ja").question, user="Uok"))
     post_events(operator, line_event(kind="postback", user="Uok", data="a=feedback&faq=visitor-register&v=up&lang=ja"))
     worker.run()
-    monkeypatch.setattr(worker.dialogue.nlu, "policy", Policy(2.0, 0.0, 2.0))
+    monkeypatch.setattr(worker.dialogue.nlu, "policies", same_policies(2.0, 0.0, 2.0))
     for text in ("粗大ごみは？", "図書館は？"):
         post_events(operator, line_event(text=text, user="Ulost"))
         worker.run()

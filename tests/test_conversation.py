@@ -7,8 +7,8 @@ import pytest
 from bot import jobs
 from bot.convlog import ConversationLog
 from bot.platforms.line import retry_key
-from nlu import Policy
-from tests.conftest import ACCESS_TOKEN, line_event, post_events
+
+from tests.conftest import ACCESS_TOKEN, line_event, post_events, same_policies
 
 
 def ask(client, worker, *events):
@@ -101,7 +101,7 @@ def test_a_permanent_send_failure_is_recorded_for_operators_and_not_retried(clie
 
 def worker_with_thresholds(worker, monkeypatch, answer: float, clarify: float):
     """The worker with other policy thresholds (as NLU_*_THRESHOLD settings would give)."""
-    monkeypatch.setattr(worker.dialogue.nlu, "policy", Policy(answer, 0.0, clarify))
+    monkeypatch.setattr(worker.dialogue.nlu, "policies", same_policies(answer, 0.0, clarify))
     return worker
 
 

@@ -20,15 +20,18 @@ def test_a_phrasing_the_same_as_the_question_matches_every_token_and_another_doe
     assert late.maxsim(states, "Is there a charge for registering a shop?") < 0.9
 
 
-def test_english_candidates_are_reordered_and_keep_retrievals_scores_in_rank_order(nlu, late):
+def test_english_candidates_are_rescored_around_retrievals_top_and_resorted(nlu, late):
     question = "I got an email saying someone with covid was at the same place, what now?"
     retrieved = nlu.retriever.search(question, "en", 10)
     reranked = late.rerank(question, retrieved, nlu.retriever.indexes["en"])
     assert sorted(c.faq_id for c in reranked) == sorted(c.faq_id for c in retrieved)
-    assert [c.score for c in reranked] == [c.score for c in retrieved]  # the policy reads retrieval's scores
-    mixed = [c.parts["retrieval"] + late.weight * c.parts["maxsim"] for c in reranked]
-    assert all(a >= b - 1e-3 for a, b in zip(mixed, mixed[1:]))  # parts are rounded to 4 places
-    assert all(0 < c.parts["maxsim"] <= 1.001 for c in reranked)
+    assert [c.score for c in reranked] == sorted((c.score for c in reranked), reverse=True)
+    top = next(c for c in reranked if c.faq_id == retrieved[0].faq_id)
+    assert top.score == pytest.approx(retrieved[0].score)  # retrieval's top keeps its score; the rest move around it
+    for c in reranked:
+        assert 0 < c.parts["maxsim"] <= 1.001
+        expected = c.parts["retrieval"] + late.weight * (c.parts["maxsim"] - top.parts["maxsim"])
+        assert c.score == pytest.approx(expected, abs=1e-3)
 
 
 def test_japanese_is_left_as_retrieval_ranked_it(nlu, late):

@@ -30,10 +30,10 @@ def test_production_with_its_secrets_talks_to_line_itself(tmp_path):
 
 @pytest.mark.parametrize("env,match", [
     ({"HANDOFF_AFTER_MISSES": "two"}, "HANDOFF_AFTER_MISSES must be a int"),
-    ({"NLU_ANSWER_THRESHOLD": "-1"}, "NLU_ANSWER_THRESHOLD must be at least 0"),
+    ({"NLU_ANSWER_THRESHOLD_EN": "-1"}, "NLU_ANSWER_THRESHOLD_EN must be at least 0"),
     ({"LOG_REDACT": "maybe"}, "LOG_REDACT must be true or false"),
     ({"BOT_MODE": "staging"}, "BOT_MODE must be 'local' or 'production'"),
-    ({"NLU_CLARIFY_THRESHOLD": "0.99", "NLU_ANSWER_THRESHOLD": "0.9"}, "must not exceed"),
+    ({"NLU_CLARIFY_THRESHOLD_JA": "0.99", "NLU_ANSWER_THRESHOLD_JA": "0.9"}, "_JA must not exceed"),
     ({"JOB_RETRY_INTERVALS": "1,x"}, "JOB_RETRY_INTERVALS"),
 ])
 def test_a_bad_value_is_refused_with_the_variables_name(env, match):

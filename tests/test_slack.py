@@ -8,8 +8,8 @@ from rq import SimpleWorker
 
 from bot.app import create_app
 from bot.worker import build_worker_services
-from nlu import Policy
-from tests.conftest import BOT_USER, line_event, post_events, slack_click, slack_message, slack_post
+
+from tests.conftest import BOT_USER, line_event, post_events, same_policies, slack_click, slack_message, slack_post
 
 
 def ask(client, worker, payload, path="/slack/events", **kwargs):
@@ -95,7 +95,7 @@ def test_own_and_bot_messages_edits_and_plain_channel_messages_are_ignored(app, 
 
 
 def test_did_you_mean_buttons_answer_when_clicked_and_mark_the_message(client, worker, slack_api, monkeypatch, nlu):
-    monkeypatch.setattr(worker.dialogue.nlu, "policy", Policy(2.0, 0.0, 0.0))
+    monkeypatch.setattr(worker.dialogue.nlu, "policies", same_policies(2.0, 0.0, 0.0))
     payload = slack_message(f"<@{BOT_USER}> How do I register my shop's QR code?", channel="C0001",
                             channel_type="channel", event_type="app_mention")
     ask(client, worker, payload)
