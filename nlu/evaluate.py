@@ -247,7 +247,8 @@ def add_data_options(parser) -> None:
     parser.add_argument("--lang", choices=["ja", "en"], help="language of --corpus")
     parser.add_argument("--answer-chars", type=int,
                         help="answer characters embedded with each question (default: NLU_ANSWER_CHARS, as the bot)")
-    parser.add_argument("--reranker", help="cross-encoder directory, or off (default: NLU_RERANKER_DIR, as the bot)")
+    parser.add_argument("--reranker", help="cross-encoder directory (it replaces late interaction), or off "
+                                           "(default: NLU_RERANKER_DIR, as the bot)")
     parser.add_argument("--limit", type=int, help="only the first N questions (in-scope and out-of-scope)")
 
 
