@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nlu.benchmarks import policy_outcomes
-from nlu.calibrate import Scored, calibrate, main, outcomes
+from nlu.calibrate import Scored, by_language, calibrate, main, outcomes
 from nlu.decision import Candidate, Decision, Policy
 
 
@@ -75,6 +75,20 @@ def test_joint_thresholds_keep_the_limits_on_every_faq():
     joint = calibrate([(a, nothing), (b, nothing)], max_wrong=0.0, max_oos=0.0, max_lost=0.0)
     assert [outcomes(s, nothing, **joint)["answered_wrong"] for s in (a, b)] == [0.0, 0.0]
     assert outcomes(b, nothing, **joint)["answered_correct"] == 0.5
+
+
+def test_each_language_is_calibrated_on_its_own_questions():
+    """A bilingual set is split by question language; a set asked in one language yields one part."""
+    mixed = scored_from([(0.99, 0.5, 1, 1), (0.90, 0.8, 0, 1), (0.95, 0.5, 1, 1)])
+    mixed.lang[:] = ["ja", "en", "ja"]
+    oos = scored_from([(0.7, 0.6, 0, 0), (0.8, 0.7, 0, 0)])
+    oos.lang[:] = ["en", "ja"]
+    english = scored_from([(0.97, 0.5, 1, 1)])
+    parts = by_language({"demo": (mixed, oos), "jhu": (english, scored_from([(0.6, 0.5, 0, 0)]))})
+    assert sorted(parts) == [("demo", "en"), ("demo", "ja"), ("jhu", "en")]
+    japanese, japanese_oos = parts[("demo", "ja")]
+    assert list(japanese.top) == [0.99, 0.95] and list(japanese_oos.top) == [0.8]
+    assert list(parts[("demo", "en")][0].top) == [0.90] and list(parts[("demo", "en")][1].top) == [0.7]
 
 
 def test_the_cli_calibrates_on_half_and_reports_the_other_half(tiny_faq, tmp_path, capsys):
