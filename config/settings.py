@@ -133,6 +133,11 @@ class Settings:
     def tuned_encoder_enabled(self) -> bool:
         return self.nlu_tuned_encoder != "off"
 
+    def thresholds(self, lang: str) -> tuple[float, float, float]:
+        """(answer threshold, margin, clarify threshold) of ``lang``'s policy: its ``NLU_*_{LANG}`` settings."""
+        return tuple(getattr(self, f"nlu_{name}_{lang}") for name in ("answer_threshold", "answer_margin",
+                                                                       "clarify_threshold"))
+
     @property
     def reranker_enabled(self) -> bool:
         """Off until a trained model beats retrieval alone (the repository will ship it then); ``check`` makes
@@ -175,7 +180,8 @@ class Settings:
         if self.mode not in ("local", "production"):
             raise SettingsError(f"BOT_MODE must be 'local' or 'production', not {self.mode!r}")
         for lang in ("ja", "en"):
-            if not getattr(self, f"nlu_clarify_threshold_{lang}") <= getattr(self, f"nlu_answer_threshold_{lang}"):
+            answer, _, clarify = self.thresholds(lang)
+            if not clarify <= answer:
                 suffix = lang.upper()
                 raise SettingsError(f"NLU_CLARIFY_THRESHOLD_{suffix} must not exceed NLU_ANSWER_THRESHOLD_{suffix}")
         if self.tuned_encoder_enabled and not (Path(self.nlu_tuned_encoder) / "model.safetensors").is_file():

