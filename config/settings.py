@@ -90,11 +90,13 @@ class Settings:
     nlu_top_k: int = 10
     # The policy, per language (English and Japanese scores come from different encoders and re-rankers):
     # python -m nlu.calibrate --set demo jhu localgov --joint
-    nlu_answer_threshold_ja: float = 0.901
-    nlu_answer_margin_ja: float = 0.01
+    nlu_answer_threshold_ja: float = 0.9
+    nlu_answer_margin_ja: float = 0.0
+    nlu_answer_lead_ja: float = 0.028
     nlu_clarify_threshold_ja: float = 0.862
-    nlu_answer_threshold_en: float = 0.893
-    nlu_answer_margin_en: float = 0.03
+    nlu_answer_threshold_en: float = 0.892
+    nlu_answer_margin_en: float = 0.02
+    nlu_answer_lead_en: float = 0.048
     nlu_clarify_threshold_en: float = 0.871
     nlu_threads: int = 2
     nlu_answer_chars: int = 100  # answer characters embedded with each question (0: questions only)
@@ -133,10 +135,11 @@ class Settings:
     def tuned_encoder_enabled(self) -> bool:
         return self.nlu_tuned_encoder != "off"
 
-    def thresholds(self, lang: str) -> tuple[float, float, float]:
-        """(answer threshold, margin, clarify threshold) of ``lang``'s policy: its ``NLU_*_{LANG}`` settings."""
+    def thresholds(self, lang: str) -> tuple[float, float, float, float]:
+        """(answer threshold, margin, lead, clarify threshold) of ``lang``'s policy: its ``NLU_*_{LANG}``
+        settings, in ``nlu.decision.Policy``'s order."""
         return tuple(getattr(self, f"nlu_{name}_{lang}") for name in ("answer_threshold", "answer_margin",
-                                                                       "clarify_threshold"))
+                                                                       "answer_lead", "clarify_threshold"))
 
     @property
     def reranker_enabled(self) -> bool:
@@ -180,7 +183,7 @@ class Settings:
         if self.mode not in ("local", "production"):
             raise SettingsError(f"BOT_MODE must be 'local' or 'production', not {self.mode!r}")
         for lang in ("ja", "en"):
-            answer, _, clarify = self.thresholds(lang)
+            answer, _, _, clarify = self.thresholds(lang)
             if not clarify <= answer:
                 suffix = lang.upper()
                 raise SettingsError(f"NLU_CLARIFY_THRESHOLD_{suffix} must not exceed NLU_ANSWER_THRESHOLD_{suffix}")

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from config.settings import PROJECT_ROOT
-from nlu.decision import ANSWER, CLARIFY
+from nlu.decision import ANSWER, CLARIFY, lead as lead_of
 from nlu.retrieval import answer_head
 
 DEMO_QUERIES = PROJECT_ROOT / "benchmarks" / "demo_paraphrases.yaml"
@@ -188,11 +188,13 @@ def rank_metrics(rankings: list, qrels_list: list) -> dict:
 
 @dataclass
 class Scored:
-    """Per question: the top two scores, whether the top one / any of the top three / of the next three is
-    right, and its language (each language has its own thresholds)."""
+    """Per question: the top two scores, the top's lead over the shortlist (``nlu.decision.lead``), whether the
+    top one / any of the top three / of the next three is right, and its language (each language has its own
+    thresholds)."""
 
     top: np.ndarray
     second: np.ndarray
+    lead: np.ndarray
     right_first: np.ndarray
     right_offered: np.ndarray
     right_next: np.ndarray
@@ -209,17 +211,19 @@ class Scored:
         offered = [any(relevant(q, c.faq_id) for c in d.candidates[:3]) for d, q in zip(decisions, qrels_list)]
         after = [any(relevant(q, c.faq_id) for c in d.candidates[3:6]) for d, q in zip(decisions, qrels_list)]
         return cls(np.array([score(d, 0) for d in decisions], dtype=float),
-                   np.array([score(d, 1) for d in decisions], dtype=float), np.array(first, dtype=bool),
+                   np.array([score(d, 1) for d in decisions], dtype=float),
+                   np.array([lead_of(c.score for c in d.candidates) for d in decisions], dtype=float),
+                   np.array(first, dtype=bool),
                    np.array(offered, dtype=bool), np.array(after, dtype=bool),
                    np.array([d.lang for d in decisions], dtype=object))
 
     def part(self, rows) -> "Scored":
         return Scored(**{name: values[rows] for name, values in vars(self).items()})
 
-    def answered(self, answer: float, margin: float) -> np.ndarray:
+    def answered(self, answer: float, margin: float, lead: float) -> np.ndarray:
         """``Policy.decide``'s answer rule (clarify <= answer, so an answered question is never below it)."""
         with np.errstate(invalid="ignore"):  # no candidates: -inf - -inf is nan, and nan >= margin is False
-            return (self.top >= answer) & (self.top - self.second >= margin)
+            return (self.top >= answer) & (self.top - self.second >= margin) & (self.lead >= lead)
 
 
 def outcome_shares(scored: Scored, answered, clarified, oos_answered, oos_clarified) -> dict:

@@ -1,9 +1,9 @@
 """Calibrate the decision policy: ``python -m nlu.calibrate --set demo`` (any set ``nlu.evaluate`` reads).
 
-The three thresholds decide whether the bot answers, asks "did you mean…" or
+The four thresholds decide whether the bot answers, asks "did you mean…" or
 hands over, and their right values depend on the FAQ and on the retrieval
 scores it produces.  This picks them on labelled questions: the answer
-threshold and margin that answer the most questions right while at most
+threshold, margin and lead that answer the most questions right while at most
 ``--max-wrong`` of in-scope questions get a wrong answer and at most
 ``--max-oos`` of out-of-scope ones get any answer; then the highest clarify
 threshold that lets at most ``--max-lost`` of in-scope questions fall back
@@ -32,41 +32,57 @@ from nlu.faq import LANGUAGES
 from nlu.evaluate import add_data_options, benchmarks_from, build_pipeline, settings_for
 
 MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+LEADS = tuple(round(0.004 * i, 3) for i in range(25))  # 0 .. 0.096
 
 
-def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, clarify: float) -> dict:
+def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, lead: float, clarify: float) -> dict:
     """The shares ``nlu.benchmarks.policy_outcomes`` reports, for these thresholds."""
-    answered, oos_answered = scored.answered(answer, margin), oos.answered(answer, margin)
+    answered, oos_answered = scored.answered(answer, margin, lead), oos.answered(answer, margin, lead)
     return outcome_shares(scored, answered, ~answered & (scored.top >= clarify),
                           oos_answered, ~oos_answered & (oos.top >= clarify))
 
 
+def _answered_shares(scored: Scored, grid: np.ndarray, margin: float, lead: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each answer threshold of ``grid``: the shares of ``scored`` answered right and answered wrongly."""
+    passing = scored.answered(-np.inf, margin, lead)
+
+    def share_at_or_above(tops):
+        return (len(tops) - np.searchsorted(np.sort(tops), grid, side="left")) / max(len(scored.top), 1)
+    return (share_at_or_above(scored.top[passing & scored.right_first]),
+            share_at_or_above(scored.top[passing & ~scored.right_first]))
+
+
 def calibrate(sets: list[tuple[Scored, Scored]], max_wrong: float, max_oos: float, max_lost: float) -> dict:
     """Thresholds as described in the module docstring, for (in-scope, out-of-scope) pairs of one or more FAQs:
-    the limits must hold on every one and the mean share answered right is maximised, so thresholds calibrated
-    on several FAQs at once suit an FAQ none of them is.  Never answering is always allowed."""
+    the limits must hold on every one and the mean share answered right is maximised (ties: the fewest wrong
+    answers on the worst FAQ, then the strictest thresholds), so thresholds calibrated on several FAQs at once
+    suit an FAQ none of them is.  Never answering is always allowed."""
     tops = np.concatenate([t for scored, oos in sets for t in (scored.top, oos.top)])
     grid = np.unique(np.round(tops[np.isfinite(tops)], 3))
-    best = (0.0, 0.0, np.inf, 0.0)  # (mean right, -worst wrong, answer threshold, margin): answer nothing
+    best = (0.0, 0.0, np.inf, 0.0, 0.0)  # (mean right, -worst wrong, answer threshold, margin, lead): answer nothing
     for margin in MARGINS:
-        for answer in grid:
-            shares = [outcomes(scored, oos, answer, margin, clarify=answer) for scored, oos in sets]
-            if any(o["answered_wrong"] > max_wrong or (o["oos_answered"] or 0.0) > max_oos for o in shares):
-                continue
-            best = max(best, (float(np.mean([o["answered_correct"] for o in shares])),
-                              -max(o["answered_wrong"] for o in shares), float(answer), margin))
-    answer, margin = best[2], best[3]
+        for lead in LEADS:
+            right, wrong, oos = zip(*[(*_answered_shares(scored, grid, margin, lead),
+                                       sum(_answered_shares(outside, grid, margin, lead)))
+                                      for scored, outside in sets])
+            mean_right, worst_wrong = np.mean(right, axis=0), np.max(wrong, axis=0)
+            allowed = np.flatnonzero((worst_wrong <= max_wrong) & (np.max(oos, axis=0) <= max_oos))
+            if len(allowed):
+                i = allowed[np.lexsort((grid[allowed], -worst_wrong[allowed], mean_right[allowed]))[-1]]
+                best = max(best, (float(mean_right[i]), -float(worst_wrong[i]), float(grid[i]), margin, lead))
+    answer, margin, lead = best[2:]
     clarify = float(min(answer, grid.min(initial=0.0)))
     for candidate in grid[::-1]:  # highest first: the share lost only grows as the threshold rises
-        if candidate <= answer and all(_lost(scored, answer, margin, candidate) <= max_lost for scored, _ in sets):
+        if candidate <= answer and all(_lost(scored, answer, margin, lead, candidate) <= max_lost
+                                       for scored, _ in sets):
             clarify = float(candidate)
             break
-    return {"answer": answer, "margin": margin, "clarify": clarify}
+    return {"answer": answer, "margin": margin, "lead": lead, "clarify": clarify}
 
 
-def _lost(scored: Scored, answer: float, margin: float, clarify: float) -> float:
+def _lost(scored: Scored, answer: float, margin: float, lead: float, clarify: float) -> float:
     """Share of in-scope questions that fall back although a right entry was among the three choices."""
-    lost = scored.right_offered & ~scored.answered(answer, margin) & (scored.top < clarify)
+    lost = scored.right_offered & ~scored.answered(answer, margin, lead) & (scored.top < clarify)
     return lost.sum() / max(len(scored.top), 1)
 
 
@@ -79,12 +95,13 @@ def score_benchmark(benchmark, settings, encoders, reranker) -> tuple[Scored, Sc
 
 
 def report(name: str, lang: str, chosen: dict, measured: dict) -> None:
-    print(f"\n[{name}] answer >= {chosen['answer']} with margin >= {chosen['margin']}, clarify >= {chosen['clarify']}")
+    print(f"\n[{name}] answer >= {chosen['answer']} with margin >= {chosen['margin']} and lead >= {chosen['lead']}, "
+          f"clarify >= {chosen['clarify']}")
     for part, shares in measured.items():
         print(f"  {part:<27} " + ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in shares.items()))
     suffix = lang.upper()
     print(f"NLU_ANSWER_THRESHOLD_{suffix}={chosen['answer']}\nNLU_ANSWER_MARGIN_{suffix}={chosen['margin']}\n"
-          f"NLU_CLARIFY_THRESHOLD_{suffix}={chosen['clarify']}")
+          f"NLU_ANSWER_LEAD_{suffix}={chosen['lead']}\nNLU_CLARIFY_THRESHOLD_{suffix}={chosen['clarify']}")
 
 
 def by_language(scored: dict) -> dict:

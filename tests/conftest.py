@@ -126,7 +126,7 @@ def operator(client):
 
 def same_policies(answer: float, margin: float, clarify: float) -> dict:
     """One policy for every language, as a test that overrides the NLU_* thresholds sets it."""
-    return {lang: Policy(answer, margin, clarify) for lang in LANGUAGES}
+    return {lang: Policy(answer, margin, 0.0, clarify) for lang in LANGUAGES}
 
 
 def form(client, **values):

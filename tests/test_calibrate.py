@@ -26,20 +26,21 @@ def test_the_shares_for_given_thresholds_are_those_of_the_bots_policy():
     decisions, qrels = random_decisions(rng, 300, True)
     oos, _ = random_decisions(rng, 100, False)
     scored, oos_scored = Scored.from_decisions(decisions, qrels), Scored.from_decisions(oos)
-    for answer, margin, clarify in ((0.95, 0.02, 0.9), (0.9, 0.0, 0.85), (0.99, 0.05, 0.99)):
-        policy = Policy(answer, margin, clarify)
+    for answer, margin, lead, clarify in ((0.95, 0.02, 0.0, 0.9), (0.9, 0.0, 0.04, 0.85), (0.99, 0.05, 0.0, 0.99)):
+        policy = Policy(answer, margin, lead, clarify)
         decided = [Decision(policy.decide(d.candidates), d.lang, d.candidates) for d in decisions]
         oos_decided = [Decision(policy.decide(d.candidates), d.lang, d.candidates) for d in oos]
         expected = policy_outcomes(decided, qrels, oos_decided)
-        got = outcomes(scored, oos_scored, answer, margin, clarify)
+        got = outcomes(scored, oos_scored, answer, margin, lead, clarify)
         assert got == pytest.approx(expected, abs=1e-4)
 
 
 def scored_from(rows):
-    """(top, second, right first, right in top 3) per question."""
-    top, second, first, offered = map(np.array, zip(*rows))
-    return Scored(top.astype(float), second.astype(float), first.astype(bool), offered.astype(bool),
-                  np.zeros(len(top), dtype=bool), np.full(len(top), "en", dtype=object))
+    """(top, second, right first, right in top 3) per question; two candidates each, so the lead is the margin
+    unless a fifth value gives it."""
+    top, second, first, offered, lead = map(np.array, zip(*[(*row, row[0] - row[1])[:5] for row in rows]))
+    return Scored(top.astype(float), second.astype(float), lead.astype(float), first.astype(bool),
+                  offered.astype(bool), np.zeros(len(top), dtype=bool), np.full(len(top), "en", dtype=object))
 
 
 def test_calibration_answers_what_it_safely_can_and_keeps_clarifiable_questions_from_falling_back():
@@ -54,6 +55,16 @@ def test_calibration_answers_what_it_safely_can_and_keeps_clarifiable_questions_
     assert shares["clarified_with_right_choice"] == 3 / 8 and chosen["clarify"] == 0.91
     strict = calibrate([(scored, oos)], max_wrong=0.0, max_oos=0.0, max_lost=0.0)
     assert outcomes(scored, oos, **strict)["oos_answered"] == 0.0 and strict["answer"] > 0.96
+
+
+def test_the_lead_separates_a_top_in_a_crowd_from_one_that_stands_out():
+    """Same top score, same margin: only how far the top stands above the rest of its shortlist tells."""
+    scored = scored_from([(0.95, 0.90, 1, 1, 0.08), (0.95, 0.90, 1, 1, 0.09), (0.95, 0.90, 0, 1, 0.02),
+                          (0.85, 0.80, 0, 0, 0.05)])
+    chosen = calibrate([(scored, scored_from([(0.5, 0.4, 0, 0)]))], max_wrong=0.0, max_oos=0.0, max_lost=0.0)
+    assert 0.02 < chosen["lead"] <= 0.08
+    shares = outcomes(scored, scored_from([(0.5, 0.4, 0, 0)]), **chosen)
+    assert shares["answered_correct"] == 0.5 and shares["answered_wrong"] == 0.0
 
 
 def test_when_nothing_can_be_answered_safely_the_bot_only_clarifies():

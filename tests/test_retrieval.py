@@ -55,12 +55,14 @@ def test_the_language_is_detected_by_script(text, lang):
     assert detect_language(text) == lang
 
 
-POLICY = Policy(answer_threshold=0.9, answer_margin=0.05, clarify_threshold=0.8)
+POLICY = Policy(answer_threshold=0.9, answer_margin=0.05, answer_lead=0.06, clarify_threshold=0.8)
 
 
 @pytest.mark.parametrize("scores,kind", [
     ([0.95, 0.80], ANSWER),
     ([0.95, 0.93], CLARIFY),  # high but not clearly ahead
+    ([0.97, 0.915, 0.80, 0.80], ANSWER),
+    ([0.97, 0.915, 0.915, 0.915], CLARIFY),  # clearly ahead of the runner-up, but not of the shortlist
     ([0.85, 0.70], CLARIFY),
     ([0.79, 0.10], FALLBACK),
     ([], FALLBACK),
