@@ -62,14 +62,17 @@ class TunedEncoder:
         """Hidden states of ``<s> query: text </s>`` (cut to the model's length), and whether the text fitted
         whole.  The last text's are kept: retrieval embeds a question and late interaction then reads its
         token states, and the pass is most of the ~15 ms either costs."""
-        if self._last[0] != text:
-            limit = self.bert.config.max_position_embeddings
-            row = self.tokenizer.single(PREFIX + text)
-            whole = len(row) <= limit
-            ids, mask = pad_rows([row if whole else [*row[: limit - 1], self.tokenizer.eos]], self.tokenizer.pad)
-            with torch.inference_mode():
-                self._last = (text, (self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[0], whole))
-        return self._last[1]
+        last_text, last = self._last  # read once: a warm-up thread may replace it meanwhile
+        if last_text == text:
+            return last
+        limit = self.bert.config.max_position_embeddings
+        row = self.tokenizer.single(PREFIX + text)
+        whole = len(row) <= limit
+        ids, mask = pad_rows([row if whole else [*row[: limit - 1], self.tokenizer.eos]], self.tokenizer.pad)
+        with torch.inference_mode():
+            result = (self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[0], whole)
+        self._last = (text, result)
+        return result
 
     def train_vectors(self, texts: list[str], max_length: int) -> torch.Tensor:
         """Mean-pooled, normalised vectors with gradients (training only; inference is ``query``)."""

@@ -33,6 +33,15 @@ def rank_and_decide(retriever, policies: dict, reranker, top_k: int, text: str, 
     return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms)
 
 
+def warm_up(reranker, retriever) -> None:
+    """Let a re-ranker that keeps per-phrasing work (late interaction) do it before residents ask."""
+    warm = getattr(reranker, "warm", None)
+    if warm is not None:
+        started = time.perf_counter()
+        count = warm(retriever)
+        log.info("re-ranker warmed up: %d FAQ phrasings in %.1f s", count, time.perf_counter() - started)
+
+
 class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
@@ -68,16 +77,17 @@ class Nlu:
 
     def complete_index(self) -> None:
         """Embed the answer heads a staged start left out, then swap the full index in (built outside the lock,
-        so a reload is never kept waiting; dropped if a reload replaced the FAQ meanwhile)."""
+        so a reload is never kept waiting; dropped if a reload replaced the FAQ meanwhile); then warm the
+        re-ranker up on it."""
         faq = self.faq
-        if self.index_complete:
-            return
-        started = time.perf_counter()
-        retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars)
-        with self._lock:
-            if self.faq is faq:
-                self._current = (faq, retriever, self.answer_chars)
-                log.info("FAQ index completed with answer heads in %.1f s", time.perf_counter() - started)
+        if not self.index_complete:
+            started = time.perf_counter()
+            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars)
+            with self._lock:
+                if self.faq is faq:
+                    self._current = (faq, retriever, self.answer_chars)
+                    log.info("FAQ index completed with answer heads in %.1f s", time.perf_counter() - started)
+        warm_up(self.reranker, self.retriever)
 
     def answer(self, text: str, lang: str | None = None) -> Decision:
         """Rank the FAQ for ``text`` and decide: answer, clarify or fall back.

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
 from nlu import Nlu, build_embedder, build_reranker, load_encoders, policies_from
-from nlu.engine import rank_and_decide
+from nlu.engine import rank_and_decide, warm_up
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, load_demo, load_faq_set, load_set,
                             p1_by_language, pipeline_curve, policy_outcomes, rank_metrics, read_json)
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
@@ -89,6 +89,7 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
         first_s = time.perf_counter() - started
         index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads)
         nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policies_from(settings), reranker, settings.nlu_top_k)
+        warm_up(reranker, nlu.retriever)  # as the worker's complete_index does
         entries = len(corpus.ids)
     build = {"faq_entries": entries, "index_first_s": first_s if staged else None,
              "index_build_s": time.perf_counter() - started, "index_texts_embedded": sum(c.embedded for c in counters)}

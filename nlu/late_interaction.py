@@ -25,10 +25,21 @@ class LateInteraction:
     """``rerank(text, candidates, index)`` as ``nlu.engine`` expects of a re-ranker."""
 
     def __init__(self, encoder, weight: float, depth: int = 10, cached_texts: int = 4096):
-        self.encoder, self.weight, self.depth = encoder, weight, depth
+        self.encoder, self.weight, self.depth, self.cached_texts = encoder, weight, depth, cached_texts
         # FAQ phrasings recur in every question's candidates: each is encoded once (JHU: 26 tokens, 19 KB on
         # average, so a full cache holds about 80 MB)
         self.phrasing_states = lru_cache(maxsize=cached_texts)(encoder.token_states)
+
+    def warm(self, retriever) -> int:
+        """Encode the FAQ's phrasings now (as many as the cache holds), so the first questions after a start do
+        not wait for their candidates' states: ~10 ms a phrasing, up to a second a question on a large FAQ.
+        Returns how many texts it encoded."""
+        texts = list(dict.fromkeys(
+            text for lang, index in retriever.indexes.items() if lang in self.encoder.languages
+            for phrasings in index.phrasings.values() for text in phrasings))[: self.cached_texts]
+        for text in texts:
+            self.phrasing_states(text)
+        return len(texts)
 
     def maxsim(self, question: np.ndarray, phrasing: str) -> float:
         """Mean over the question's tokens of their best cosine with a token of ``phrasing``."""

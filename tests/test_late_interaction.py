@@ -57,3 +57,24 @@ def test_one_pass_serves_the_question_vector_and_its_token_states(late, question
     vector = encoder.query(question)
     assert np.allclose(vector, embed(encoder.bert, encoder.tokenizer, [question], prefix=PREFIX)[0], atol=1e-5)
     assert encoder.token_states(question).shape[1] == len(vector)
+
+
+def test_warming_up_encodes_every_english_phrasing_so_questions_find_them_ready(nlu, late):
+    index = nlu.retriever.indexes["en"]
+    english = {text for phrasings in index.phrasings.values() for text in phrasings}
+    assert late.warm(nlu.retriever) == len(english)  # Japanese phrasings are not re-scored, so not encoded
+    before = late.phrasing_states.cache_info()
+    late.rerank("Do I have to pay to register my shop?", nlu.retriever.search("Do I have to pay?", "en", 10), index)
+    after = late.phrasing_states.cache_info()
+    assert after.misses == before.misses and after.hits > before.hits
+
+
+def test_the_worker_warms_late_interaction_up_once_its_index_is_complete(nlu, late):
+    from nlu import Nlu
+
+    fresh = LateInteraction(late.encoder, late.weight)
+    started = Nlu(nlu.faq_dir, nlu.policies, nlu.embedder, reranker=fresh, answer_chars=nlu.answer_chars, staged=True)
+    assert fresh.phrasing_states.cache_info().currsize == 0
+    started.complete_index()  # what the worker runs in the background after a start
+    english = {text for phrasings in started.retriever.indexes["en"].phrasings.values() for text in phrasings}
+    assert started.index_complete and fresh.phrasing_states.cache_info().currsize == len(english)
