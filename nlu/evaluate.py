@@ -191,7 +191,9 @@ def print_report(report: dict) -> None:
 
 
 def plot_curve(report: dict, path: Path) -> None:
-    """Precision and OOS acceptance against coverage and threshold, with the answer threshold marked."""
+    """Precision and OOS acceptance against coverage and threshold, with the answer thresholds marked, and where
+    the policy itself lands: it also asks for a margin and a lead, so it answers fewer questions, more often
+    rightly, than the top score alone would at the same threshold."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +215,11 @@ def plot_curve(report: dict, path: Path) -> None:
                 axis.axvline(answer, color="grey", linestyle=style, label=f"answer threshold {lang} {answer}")
             elif at_answer:
                 axis.plot([at_answer["coverage"]], [at_answer["precision"]], "o" if style == "--" else "s",
-                          color="red", label=f"answer threshold {lang} {answer}")
+                          color="red", label=f"top score alone >= {answer} ({lang})")
+        answered = report["policy"]["answered_correct"] + report["policy"]["answered_wrong"]
+        if x_key == "coverage" and answered > 0:
+            axis.plot([answered], [report["policy"]["answered_correct"] / answered], "*", color="black",
+                      markersize=12, label="the policy (score, margin and lead)")
         axis.set_xlabel(x_key)
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
