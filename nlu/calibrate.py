@@ -62,8 +62,9 @@ def calibrate(sets: list[tuple[Scored, Scored]], max_wrong: float, max_oos: floa
     best = (0.0, 0.0, np.inf, 0.0, 0.0)  # (mean right, -worst wrong, answer threshold, margin, lead): answer nothing
     for margin in MARGINS:
         for lead in LEADS:
+            # nothing is right for an out-of-scope question: its "wrong" share is the share answered
             right, wrong, oos = zip(*[(*_answered_shares(scored, grid, margin, lead),
-                                       sum(_answered_shares(outside, grid, margin, lead)))
+                                       _answered_shares(outside, grid, margin, lead)[1])
                                       for scored, outside in sets])
             mean_right, worst_wrong = np.mean(right, axis=0), np.max(wrong, axis=0)
             allowed = np.flatnonzero((worst_wrong <= max_wrong) & (np.max(oos, axis=0) <= max_oos))

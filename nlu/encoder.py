@@ -31,6 +31,7 @@ class TunedEncoder:
         self.bert = build_bert(e5file)
         self.config = {**base_record(), "languages": ["en"], **(config or {})}
         self._last = ("", None)  # (text, _single_pass of it)
+        self._prefix_length = len(self.tokenizer.content_ids(PREFIX.strip())) + 1  # with <s>: not the text's own
 
     @property
     def languages(self) -> list[str]:
@@ -54,8 +55,7 @@ class TunedEncoder:
     def token_states(self, text: str) -> np.ndarray:
         """L2-normalised hidden states of ``text``'s own tokens (not ``<s>``, the prefix or ``</s>``), fp16:
         what ``nlu.late_interaction`` compares."""
-        skip = len(self.tokenizer.content_ids(PREFIX.strip())) + 1
-        hidden = self._single_pass(text)[0][skip:-1]
+        hidden = self._single_pass(text)[0][self._prefix_length:-1]
         return torch.nn.functional.normalize(hidden, dim=-1).to(torch.float16).numpy()
 
     def _single_pass(self, text: str) -> tuple[torch.Tensor, bool]:
