@@ -176,14 +176,37 @@ def precision_at_1(ranked: list, qrels: dict) -> float:
     return float(bool(ranked) and relevant(qrels, ranked[0]))
 
 
+PER_QUERY = {
+    "ndcg@10": ndcg_at, "p@1": precision_at_1, "recall@3": lambda r, q: recall_at(r, q, 3),
+    "recall@10": lambda r, q: recall_at(r, q, 10), "mrr@10": reciprocal_rank,
+}
+
+
+def per_query_metrics(rankings: list, qrels_list: list) -> dict:
+    """Each metric's value for each query, in order (what ``paired_gain`` compares)."""
+    return {name: np.array([f(r, q) for r, q in zip(rankings, qrels_list)], dtype=float)
+            for name, f in PER_QUERY.items()}
+
+
 def rank_metrics(rankings: list, qrels_list: list) -> dict:
     """Means over queries; Recall@3 is what a "did you mean" menu offers."""
-    per_query = {
-        "ndcg@10": ndcg_at, "p@1": precision_at_1, "recall@3": lambda r, q: recall_at(r, q, 3),
-        "recall@10": lambda r, q: recall_at(r, q, 10), "mrr@10": reciprocal_rank,
-    }
-    n = max(1, len(qrels_list))
-    return {name: sum(f(r, q) for r, q in zip(rankings, qrels_list)) / n for name, f in per_query.items()}
+    return {name: float(values.mean()) if len(values) else 0.0
+            for name, values in per_query_metrics(rankings, qrels_list).items()}
+
+
+def paired_gain(new: np.ndarray, old: np.ndarray, draws: int = 2000, seed: int = 0) -> dict:
+    """Mean of ``new - old`` over the same queries, with a 95 % paired-bootstrap interval.
+
+    Two methods ranked on one set differ on a few questions only, so whether a gain of a point or two is real
+    depends on how many questions moved: an interval that includes 0 says the set cannot tell them apart.
+    """
+    diff = np.asarray(new, dtype=float) - np.asarray(old, dtype=float)
+    if not len(diff):
+        return {"mean": 0.0, "ci95": [0.0, 0.0], "better": 0, "worse": 0}
+    rows = np.random.default_rng(seed).integers(0, len(diff), size=(draws, len(diff)))
+    low, high = np.percentile(diff[rows].mean(axis=1), [2.5, 97.5])
+    return {"mean": float(diff.mean()), "ci95": [float(low), float(high)],
+            "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())}
 
 
 @dataclass
@@ -243,6 +266,19 @@ def outcome_shares(scored: Scored, answered, clarified, oos_answered, oos_clarif
     shares["oos_answered"] = oos_answered.mean() if len(oos_answered) else None
     shares["oos_clarified"] = oos_clarified.mean() if len(oos_clarified) else None
     return {k: None if v is None else float(v) for k, v in shares.items()}
+
+
+def question_outcome(decision, qrels: dict) -> str:
+    """The key of ``outcome_shares`` one question counts under; oos_answered / oos_clarified / oos_fallback for an
+    out-of-scope one (no qrels)."""
+    if not qrels:
+        return {ANSWER: "oos_answered", CLARIFY: "oos_clarified"}.get(decision.kind, "oos_fallback")
+    if decision.kind == ANSWER:
+        return "answered_correct" if relevant(qrels, decision.candidates[0].faq_id) else "answered_wrong"
+    if decision.kind == CLARIFY:
+        offered = any(relevant(qrels, c.faq_id) for c in decision.candidates[:3])
+        return "clarified_with_right_choice" if offered else "clarified_without"
+    return "fallback"
 
 
 def policy_outcomes(decisions: list, qrels_list: list, oos_decisions: list) -> dict:

@@ -9,6 +9,7 @@ given with --corpus/--queries/--qrels (see nlu/benchmarks.py).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import resource
 import sys
@@ -24,7 +25,8 @@ from config.settings import PROJECT_ROOT, Settings
 from nlu import Nlu, build_embedder, build_reranker, load_encoders, policies_from
 from nlu.engine import rank_and_decide, warm_up
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, load_demo, load_faq_set, load_set,
-                            p1_by_language, pipeline_curve, policy_outcomes, rank_metrics, read_json)
+                            p1_by_language, paired_gain, per_query_metrics, pipeline_curve, policy_outcomes,
+                            question_outcome, rank_metrics, read_json, relevant)
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 
 SETS = ("demo", "localgov", "jhu", "clinc-oos")
@@ -146,8 +148,41 @@ def run_queries(benchmark: Benchmark, nlu: Nlu) -> tuple[dict, dict, list, list]
     return rankings, latencies, decisions, oos
 
 
+def pipeline_gain(rankings: dict, qrels: list, rows: list) -> dict:
+    """The pipeline against the best retrieval-only row (by nDCG@10), question by question: the issue's "beats
+    the best retrieval row", with how sure the set can be of it."""
+    best = max((row for row in rows if row["method"] != "pipeline"), key=lambda row: row["ndcg@10"])["method"]
+    new, old = per_query_metrics(rankings["pipeline"], qrels), per_query_metrics(rankings[best], qrels)
+    return {"against": best, **{metric: paired_gain(new[metric], old[metric]) for metric in ("ndcg@10", "p@1")}}
+
+
+def question_rows(benchmark: Benchmark, decisions: list, oos_decisions: list) -> list[dict]:
+    """What the bot did with each question, in-scope then out-of-scope: the rows of the questions CSV, where a
+    team finds which of its own questions fail and how far down the right entry was."""
+    rows = []
+    for query, decision in zip([*benchmark.queries, *benchmark.oos], [*decisions, *oos_decisions]):
+        ids = [c.faq_id for c in decision.candidates]
+        rows.append({
+            "question": query.text, "language": decision.lang, "outcome": question_outcome(decision, query.qrels),
+            "top_score": round(decision.top.score, 4) if decision.top else None,
+            "candidates": " ".join(ids[:5]),
+            "right_entries": " ".join(f"{entry}:{grade}" for entry, grade in query.qrels.items() if grade >= 1),
+            "first_right_rank": next((i + 1 for i, entry in enumerate(ids) if relevant(query.qrels, entry)), None),
+        })
+    return rows
+
+
+def write_questions(path: Path, rows: list[dict]) -> None:
+    """UTF-8 with a byte-order mark, so a spreadsheet opens Japanese questions as text, not mojibake."""
+    with open(path, "w", newline="", encoding="utf-8-sig") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["question"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def evaluate(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker=None) -> dict:
-    """Everything measured on one set, as the JSON report."""
+    """Everything measured on one set, as the JSON report, and under "questions" the rows of the questions CSV
+    (which the JSON leaves out)."""
     nlu, build = build_pipeline(benchmark, settings, encoders, reranker)
     started = time.perf_counter()
     rankings, latencies, decisions, oos_decisions = run_queries(benchmark, nlu)
@@ -157,13 +192,15 @@ def evaluate(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker
              "latency_ms_p95": float(np.percentile(latencies[method], 95))} for method, ranked in rankings.items()]
     return {
         "set": benchmark.name, "queries": len(benchmark.queries), "oos_queries": len(benchmark.oos),
-        **build, "rows": rows, "policy": policy_outcomes(decisions, qrels, oos_decisions),
+        **build, "rows": rows, "gain": pipeline_gain(rankings, qrels, rows),
+        "policy": policy_outcomes(decisions, qrels, oos_decisions),
         "p@1_by_language": p1_by_language(benchmark, rankings["pipeline"]),
         "thresholds": {lang: vars(policy) for lang, policy in policies_from(settings).items()
                        if lang in {q.lang for q in benchmark.queries}},
         "queries_s": time.perf_counter() - started,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "precision_coverage": pipeline_curve(benchmark, decisions, oos_decisions),
+        "questions": question_rows(benchmark, decisions, oos_decisions),
     }
 
 
@@ -179,6 +216,10 @@ def print_report(report: dict) -> None:
     for row in report["rows"]:
         print(f"{row['method']:<10} {row['ndcg@10']:>8.3f} {row['p@1']:>6.3f} {row['recall@3']:>6.3f} "
               f"{row['recall@10']:>6.3f} {row['mrr@10']:>7.3f} {row['latency_ms_p50']:>7.1f} {row['latency_ms_p95']:>7.1f}")
+    gain = report["gain"]
+    print(f"pipeline against {gain['against']}, 95 % interval over resampled questions: " + "; ".join(
+        f"{metric} {g['mean']:+.3f} ({g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f}, {g['better']} better, "
+        f"{g['worse']} worse)" for metric, g in gain.items() if metric != "against"))
     shares = (f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in report["policy"].items())
     print("\npolicy: " + ", ".join(shares))
     print("P@1 by language: " + ", ".join(f"{k} {v:.3f}" for k, v in report["p@1_by_language"].items()))
@@ -307,13 +348,16 @@ def main(argv=None) -> None:
                   "tuned_languages": encoders[1].languages if encoders[1] else [],
                   "reranker": reranker_label(settings, reranker), "limit": args.limit}
         print_report(report)
+        questions = report.pop("questions")
         json_path = args.json or RESULTS / f"{benchmark.name}.json"
         png_path = args.png or json_path.with_suffix(".png")
+        csv_path = json_path.with_name(json_path.stem + "-questions.csv")
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        write_questions(csv_path, questions)
         png_path.parent.mkdir(parents=True, exist_ok=True)
         plot_curve(report, png_path)
-        print(f"wrote {json_path} and {png_path}")
+        print(f"wrote {json_path}, {csv_path.name} and {png_path}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """The benchmark harness: metrics on hand-made rankings, the LocalgovFAQ-format loader, one tiny CLI run."""
+import csv
 import json
 import math
 
 import pytest
 
-from nlu.benchmarks import (load_faq_set, ndcg_at, precision_at_1, precision_coverage, rank_metrics, recall_at,
-                            reciprocal_rank, split_entry)
+from nlu.benchmarks import (load_faq_set, ndcg_at, paired_gain, precision_at_1, precision_coverage, rank_metrics,
+                            recall_at, reciprocal_rank, split_entry)
 from nlu.evaluate import main
 
 
@@ -48,6 +49,15 @@ def test_rank_metrics_average_over_queries():
     assert metrics["recall@10"] == pytest.approx(1.0)
 
 
+def test_a_paired_gain_counts_the_questions_that_moved_and_brackets_its_mean():
+    new, old = [1, 1, 1, 0, 1, 0, 1, 1], [1, 0, 0, 0, 1, 1, 1, 1]
+    gain = paired_gain(new, old)
+    assert gain["mean"] == pytest.approx(0.125) and (gain["better"], gain["worse"]) == (2, 1)
+    assert gain["ci95"][0] < 0 < gain["ci95"][1]  # two up, one down in eight: the set cannot tell
+    certain = paired_gain([1] * 40, [0] * 10 + [1] * 30)
+    assert 0 < certain["ci95"][0] < 0.25 < certain["ci95"][1]  # ten up, none down in forty: a real gain
+
+
 def test_precision_coverage_points_at_each_threshold():
     points = precision_coverage([0.9, 0.8, 0.7], [True, False, True], [0.85, 0.6], [0.7, 0.8, 0.9, 0.95])
     by_t = {p["threshold"]: p for p in points}
@@ -87,6 +97,11 @@ def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_p
     for row in report["rows"]:
         assert {"ndcg@10", "p@1", "recall@10", "mrr@10", "latency_ms_p50", "latency_ms_p95"} <= row.keys()
         assert all(0 <= row[k] <= 1 for k in ("ndcg@10", "p@1", "recall@10", "mrr@10"))
+    gain = report["gain"]
+    assert gain["against"] in {"bm25", "dense", "hybrid"}
+    for metric in ("ndcg@10", "p@1"):
+        assert gain[metric]["ci95"][0] <= gain[metric]["mean"] <= gain[metric]["ci95"][1]
+        assert gain[metric]["better"] + gain[metric]["worse"] <= 3
     outcomes = ["answered_correct", "answered_wrong", "clarified_with_right_choice", "clarified_without", "fallback"]
     ways_back = ["answered_wrong_right_runner_up", "clarified_without_right_next"]
     assert set(report["policy"]) == {*outcomes, *ways_back, "oos_answered", "oos_clarified"}
@@ -95,3 +110,12 @@ def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_p
     assert report["policy"]["answered_wrong_right_runner_up"] <= report["policy"]["answered_wrong"]
     assert report["policy"]["clarified_without_right_next"] <= report["policy"]["clarified_without"]
     assert out.with_suffix(".png").stat().st_size > 0
+    with open(tmp_path / "report-questions.csv", encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 and "questions" not in report  # three in scope, two out of scope; not in the JSON
+    for key in outcomes:  # the CSV's outcomes are the policy's shares, question by question
+        assert sum(row["outcome"] == key for row in rows[:3]) / 3 == pytest.approx(report["policy"][key])
+    assert sum(row["outcome"] == "oos_answered" for row in rows[3:]) / 2 == pytest.approx(report["policy"]["oos_answered"])
+    for row in rows[:3]:
+        assert row["right_entries"] and (row["first_right_rank"] == "" or int(row["first_right_rank"]) >= 1)
+        assert (row["outcome"] == "answered_correct") <= (row["first_right_rank"] == "1")
