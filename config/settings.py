@@ -94,10 +94,10 @@ class Settings:
     nlu_answer_margin_ja: float = 0.0
     nlu_answer_lead_ja: float = 0.028
     nlu_clarify_threshold_ja: float = 0.862
-    nlu_answer_threshold_en: float = 0.892
+    nlu_answer_threshold_en: float = 0.903
     nlu_answer_margin_en: float = 0.02
-    nlu_answer_lead_en: float = 0.048
-    nlu_clarify_threshold_en: float = 0.871
+    nlu_answer_lead_en: float = 0.052
+    nlu_clarify_threshold_en: float = 0.875
     nlu_threads: int = 2
     nlu_answer_chars: int = 100  # answer characters embedded with each question (0: questions only)
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"

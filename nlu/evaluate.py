@@ -114,7 +114,7 @@ def method_rankers(retriever: HybridRetriever) -> dict:
         return top_ids(index.ids, index.scores("", index.query_vector(text))[0])
 
     def hybrid(text, lang):
-        ids, fused, _, _ = retriever.fused(text, lang)
+        ids, fused, _ = retriever.fused(text, lang)
         return top_ids(ids, fused)
 
     return {"bm25": bm25, "dense": dense, "hybrid": hybrid}

@@ -91,10 +91,35 @@ def test_an_entrys_dense_score_mixes_its_best_question_with_its_answer_head():
             return np.array(vectors[texts] if isinstance(texts, str) else [vectors[t] for t in texts])
 
     index = LanguageIndex(["a", "b"], ["a", "b"], [["q-a", "alt-a"], ["q-b"]], "en", Table(), heads=["head-a", ""])
-    dense, _ = index.scores("", index.query_vector("ask"))
+    dense = index.scores("", index.query_vector("ask"))[0]
     assert dense[0] == pytest.approx((1 - HEAD_WEIGHT) * 0.8 + HEAD_WEIGHT * 0.0)  # best question .8, head 0
     assert dense[1] == pytest.approx(1.0)  # no head: its best question alone
     assert index.phrasings == {"a": ["q-a", "alt-a", "head-a"], "b": ["q-b"]}
+
+
+def test_english_fusion_also_counts_words_the_faq_question_itself_uses():
+    """A word in entry a's question and only in entry b's answer: whole-entry BM25 sees both, the question BM25
+    only a, and only English fusion adds it."""
+    from nlu.retrieval import FUSIONS, Fusion, HybridRetriever, LanguageIndex
+
+    class Flat:  # every text the same vector: only the words decide
+        def query(self, texts):
+            return np.ones(2) / np.sqrt(2) if isinstance(texts, str) else np.ones((len(texts), 2)) / np.sqrt(2)
+
+    documents = ["When is the quarantine over? Ten days.", "Where do I eat? Restaurants publish a quarantine menu."]
+    questions = [["When is the quarantine over?"], ["Where do I eat?"]]
+    index = LanguageIndex(["a", "b"], documents, questions, "en", Flat())
+    _, bm25, question_bm25 = index.scores("quarantine", index.query_vector("quarantine"))
+    assert bm25[0] > 0 and bm25[1] > 0 and question_bm25[0] > 0 and question_bm25[1] == 0
+    retriever = HybridRetriever({"en": index})
+    ids, fused, parts = retriever.fused("quarantine", "en")
+    plain = Fusion()(parts["dense"], parts["bm25"])
+    weight = FUSIONS["en"].question_weight
+    assert weight > 0 and retriever.fusion_for("ja") == Fusion()  # Japanese: whole-entry BM25 alone
+    assert fused[1] == pytest.approx(plain[1]) and fused[0] - plain[0] == pytest.approx(
+        weight * question_bm25[0] / (question_bm25[0] + 4.0))
+    assert [c.faq_id for c in retriever.search("quarantine", "en", 2)] == ["a", "b"]
+    assert set(retriever.search("quarantine", "en", 1)[0].parts) == {"dense", "bm25", "bm25_questions"}
 
 
 @pytest.mark.parametrize("question,expected", [("how does this help stop covid spreading?", "about-purpose"),
