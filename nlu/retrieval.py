@@ -135,10 +135,11 @@ class LanguageIndex:
             heads = self.head_vectors @ query_vector
             dense[self.head_entry] = (1 - HEAD_WEIGHT) * dense[self.head_entry] + HEAD_WEIGHT * heads
         words = terms(text, self.lang)
-        if not words:
-            return dense, *(np.zeros(len(self.ids), dtype=np.float32),) * 2
-        return (dense, np.asarray(self.bm25.get_scores(words), dtype=np.float32),
-                np.asarray(self.question_bm25.get_scores(words), dtype=np.float32))
+
+        def lexical(index) -> np.ndarray:
+            return np.asarray(index.get_scores(words) if words else np.zeros(len(self.ids)), dtype=np.float32)
+
+        return dense, lexical(self.bm25), lexical(self.question_bm25)
 
 
 class HybridRetriever:
