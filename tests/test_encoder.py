@@ -42,6 +42,24 @@ def test_a_few_steps_lower_the_contrastive_loss(encoder):
     assert gold_first(list_cosines(encoder, LISTS)) == 1.0
 
 
+def test_pulling_back_keeps_a_share_of_what_training_changed_and_leaves_the_word_table(encoder):
+    from nlu.encoder import FROZEN
+    from nlu.training.tune_encoder import pull_back
+
+    state = encoder.bert.state_dict()
+    start = {name: tensor.clone() for name, tensor in state.items() if name != FROZEN}
+    words = state[FROZEN].clone()
+    with torch.no_grad():
+        for name in start:
+            state[name].add_(0.01)  # what training moved
+    pull_back(encoder, start, 0.5)
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert torch.allclose(state[name], start[name] + 0.005, atol=1e-6)
+    assert torch.equal(state[FROZEN], words)
+    pull_back(encoder, start, 0.0)  # all the way back: the model the other tests use
+    assert all(torch.equal(state[n], start[n]) for n in start)
+
+
 def test_save_load_round_trip_is_small_and_keeps_vectors(encoder, tmp_path):
     from safetensors import safe_open
 
