@@ -39,8 +39,8 @@ class Fusion:
 # English residents reuse the FAQ question's own words ("How long does the virus live on surfaces?"), which the
 # entry's long answer dilutes in whole-entry BM25; a second BM25 over its questions and alternates alone counts
 # them.  Hybrid P@1 / nDCG@10, weight 0 -> .08 -> .12 (2026-11-26): JHU .656/.830 -> .668/.838 -> .681/.844, demo
-# English .780/.892 -> .790/.895 -> .790/.895.  Japanese FAQ questions are short headlines shared by many entries
-# ("児童手当について"), and there it hurt at any weight (.02: LocalgovFAQ .579 -> .565, demo .690 -> .660).
+# English .780/.892 -> .790/.895 -> .790/.895.  In Japanese it hurt at any weight (.02: LocalgovFAQ .579 -> .565,
+# demo .690 -> .660): there residents' words are more often in the answer than in the question.
 FUSIONS = {"en": Fusion(question_weight=0.12)}
 
 
