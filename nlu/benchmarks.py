@@ -268,17 +268,21 @@ def outcome_shares(scored: Scored, answered, clarified, oos_answered, oos_clarif
     return {k: None if v is None else float(v) for k, v in shares.items()}
 
 
-def question_outcome(decision, qrels: dict) -> str:
-    """The key of ``outcome_shares`` one question counts under; oos_answered / oos_clarified / oos_fallback for an
-    out-of-scope one (no qrels)."""
-    if not qrels:
-        return {ANSWER: "oos_answered", CLARIFY: "oos_clarified"}.get(decision.kind, "oos_fallback")
-    if decision.kind == ANSWER:
-        return "answered_correct" if relevant(qrels, decision.candidates[0].faq_id) else "answered_wrong"
-    if decision.kind == CLARIFY:
-        offered = any(relevant(qrels, c.faq_id) for c in decision.candidates[:3])
-        return "clarified_with_right_choice" if offered else "clarified_without"
-    return "fallback"
+def question_outcomes(decisions: list, qrels_list: list | None = None) -> list[str]:
+    """The key of ``outcome_shares`` each question counts under, right and offered as ``Scored`` has them;
+    ``qrels_list`` None: out-of-scope questions, as oos_answered / oos_clarified / oos_fallback."""
+    if qrels_list is None:
+        return [{ANSWER: "oos_answered", CLARIFY: "oos_clarified"}.get(d.kind, "oos_fallback") for d in decisions]
+    scored = Scored.from_decisions(decisions, qrels_list)
+    outcomes = []
+    for decision, first, offered in zip(decisions, scored.right_first, scored.right_offered):
+        if decision.kind == ANSWER:
+            outcomes.append("answered_correct" if first else "answered_wrong")
+        elif decision.kind == CLARIFY:
+            outcomes.append("clarified_with_right_choice" if offered else "clarified_without")
+        else:
+            outcomes.append("fallback")
+    return outcomes
 
 
 def policy_outcomes(decisions: list, qrels_list: list, oos_decisions: list) -> dict:

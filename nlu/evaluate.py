@@ -26,7 +26,7 @@ from nlu import Nlu, build_embedder, build_reranker, load_encoders, policies_fro
 from nlu.engine import rank_and_decide, warm_up
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, load_demo, load_faq_set, load_set,
                             p1_by_language, paired_gain, per_query_metrics, pipeline_curve, policy_outcomes,
-                            question_outcome, rank_metrics, read_json, relevant)
+                            question_outcomes, rank_metrics, read_json, relevant)
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 
 SETS = ("demo", "localgov", "jhu", "clinc-oos")
@@ -159,11 +159,12 @@ def pipeline_gain(rankings: dict, qrels: list, rows: list) -> dict:
 def question_rows(benchmark: Benchmark, decisions: list, oos_decisions: list) -> list[dict]:
     """What the bot did with each question, in-scope then out-of-scope: the rows of the questions CSV, where a
     team finds which of its own questions fail and how far down the right entry was."""
+    outcomes = question_outcomes(decisions, [q.qrels for q in benchmark.queries]) + question_outcomes(oos_decisions)
     rows = []
-    for query, decision in zip([*benchmark.queries, *benchmark.oos], [*decisions, *oos_decisions]):
+    for query, decision, outcome in zip([*benchmark.queries, *benchmark.oos], [*decisions, *oos_decisions], outcomes):
         ids = [c.faq_id for c in decision.candidates]
         rows.append({
-            "question": query.text, "language": decision.lang, "outcome": question_outcome(decision, query.qrels),
+            "question": query.text, "language": decision.lang, "outcome": outcome,
             "top_score": round(decision.top.score, 4) if decision.top else None,
             "candidates": " ".join(ids[:5]),
             "right_entries": " ".join(f"{entry}:{grade}" for entry, grade in query.qrels.items() if grade >= 1),

