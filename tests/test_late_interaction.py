@@ -15,9 +15,9 @@ def late(nlu):
 
 def test_a_phrasing_the_same_as_the_question_matches_every_token_and_another_does_not(late):
     question = "How do I stop getting the e-mails?"
-    states = late.encoder.token_states(question).astype(np.float32)
-    assert late.maxsim(states, question) > 0.999
-    assert late.maxsim(states, "Is there a charge for registering a shop?") < 0.9
+    states = late.encoders["en"].token_states(question).astype(np.float32)
+    assert late.maxsim(states, "en", question) > 0.999
+    assert late.maxsim(states, "en", "Is there a charge for registering a shop?") < 0.9
 
 
 def test_english_candidates_are_rescored_around_retrievals_top_and_resorted(nlu, late):
@@ -30,7 +30,7 @@ def test_english_candidates_are_rescored_around_retrievals_top_and_resorted(nlu,
     assert top.score == pytest.approx(retrieved[0].score)  # retrieval's top keeps its score; the rest move around it
     for c in reranked:
         assert 0 < c.parts["maxsim"] <= 1.001
-        expected = c.parts["retrieval"] + late.weight * (c.parts["maxsim"] - top.parts["maxsim"])
+        expected = c.parts["retrieval"] + late.weights["en"] * (c.parts["maxsim"] - top.parts["maxsim"])
         assert c.score == pytest.approx(expected, abs=1e-3)
 
 
@@ -40,10 +40,15 @@ def test_japanese_is_left_as_retrieval_ranked_it(nlu, late):
     assert late.rerank(question, retrieved, nlu.retriever.indexes["ja"]) == retrieved
 
 
-def test_weight_zero_or_no_tuned_encoder_means_no_reranker(late):
-    assert build_reranker(Settings(nlu_late_interaction=0), late.encoder) is None
-    assert build_reranker(Settings(), None) is None
-    assert Settings.from_env({"NLU_LATE_INTERACTION": "0.35"}).nlu_late_interaction == 0.35
+def test_each_language_has_its_weight_and_zero_or_no_tuned_encoder_means_no_reranker(nlu, late):
+    tuned = {lang: index.embedder.embedder for lang, index in nlu.retriever.indexes.items()}
+    assert set(tuned) == {"en", "ja"} and late.weights == {"en": 0.2}  # Japanese is tuned but not re-scored
+    assert build_reranker(Settings(nlu_late_interaction_en=0), tuned) is None
+    assert build_reranker(Settings(), {}) is None
+    both = build_reranker(Settings(nlu_late_interaction_ja=0.1), tuned)
+    assert both.weights == {"ja": 0.1, "en": 0.2} and both.encoders == tuned
+    settings = Settings.from_env({"NLU_LATE_INTERACTION_EN": "0.35", "NLU_LATE_INTERACTION_JA": "0.05"})
+    assert (settings.late_interaction("en"), settings.late_interaction("ja")) == (0.35, 0.05)
 
 
 @pytest.mark.parametrize("question", ["How do I stop getting the e-mails?", "QR " * 700, "😀 ＱＲ"])
@@ -53,7 +58,7 @@ def test_one_pass_serves_the_question_vector_and_its_token_states(late, question
     from nlu.e5_model import embed
     from nlu.encoder import PREFIX
 
-    encoder = late.encoder
+    encoder = late.encoders["en"]
     vector = encoder.query(question)
     assert np.allclose(vector, embed(encoder.bert, encoder.tokenizer, [question], prefix=PREFIX)[0], atol=1e-5)
     assert encoder.token_states(question).shape[1] == len(vector)
@@ -72,7 +77,7 @@ def test_warming_up_encodes_every_english_phrasing_so_questions_find_them_ready(
 def test_the_worker_warms_late_interaction_up_once_its_index_is_complete(nlu, late):
     from nlu import Nlu
 
-    fresh = LateInteraction(late.encoder, late.weight)
+    fresh = LateInteraction(late.encoders, late.weights)
     started = Nlu(nlu.faq_dir, nlu.policies, nlu.embedder, reranker=fresh, answer_chars=nlu.answer_chars, staged=True)
     assert fresh.phrasing_states.cache_info().currsize == 0
     started.complete_index()  # what the worker runs in the background after a start
