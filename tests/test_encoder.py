@@ -158,12 +158,15 @@ def test_adapting_to_one_faq_trains_on_its_phrasings_and_answers_alone(tmp_path,
 
     monkeypatch.setenv("NLU_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "ja"
+    out.mkdir()
+    (out / "train_log.jsonl").write_text('{"step": 1, "loss": 9.9}\n')  # an earlier run's, whose weights go
     main(["--adapt", str(PROJECT_ROOT / "faq_data"), "--lang", "ja", "--out", str(out), "--steps", "2",
           "--warmup", "1", "--batch-size", "2", "--keep", "0.5", "--init", str(SHIPPED["ja"]),
           "--data-dir", str(tmp_path / "no-datasets")])
     config = json.loads((out / CONFIG).read_text())
     assert config["languages"] == ["ja"] and config["adapted_to"] == str(PROJECT_ROOT / "faq_data")
     assert config["init"] == str(SHIPPED["ja"]) and config["keep"] == 0.5
+    assert "start" in json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
     assert set(config["sources"]) == {"faq-ja", "answers"} and config["held_out_lists"] > 0
     adapted, start = TunedEncoder.load(out), TunedEncoder.load(SHIPPED["ja"])
     layer = "encoder.layer.0.attention.self.query.weight"

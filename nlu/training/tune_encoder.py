@@ -124,6 +124,8 @@ def main(argv=None) -> None:
     else:
         train, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources, args.answer_sentences)
         languages = sorted({LANG[s] for s in args.sources})
+    if not (args.init and args.init.resolve() == args.out.resolve()):
+        (args.out / "train_log.jsonl").unlink(missing_ok=True)  # new weights replace the folder's: so does the log
     log = logger(args.out / "train_log.jsonl")
     model = TunedEncoder.load(args.init, args.threads) if args.init else TunedEncoder()
     model.config["languages"] = languages
