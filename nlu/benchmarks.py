@@ -11,6 +11,7 @@ import json
 import math
 import random
 import re
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,6 +316,29 @@ def precision_coverage(scores, correct, oos_scores=(), thresholds=None) -> list[
 def top_scores(decisions: list) -> list[float]:
     """The score the policy thresholds; -inf when nothing was retrieved."""
     return [d.top.score if d.top else float("-inf") for d in decisions]
+
+
+def read_alike(text: str) -> str:
+    """The question with width, case, spaces and punctuation set aside: "What is a coronavirus?" and "what is a
+    coronavirus" are one question to any system."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+
+
+def label_ceiling(queries: list) -> dict:
+    """The best P@1 any system can reach on these labels, since it answers questions that read alike alike.
+
+    A set may label one question with different entries in different rows (JHU: "What is a coronavirus" is
+    labelled "What is COVID-19?" once and "What is a coronavirus?" elsewhere); for each group of questions that
+    read alike, the best a single entry does is be right for as many of them as it can.  Also: how many such
+    groups share no right entry at all, and how many questions they hold."""
+    groups = defaultdict(list)
+    for query in queries:
+        groups[read_alike(query.text)].append({entry for entry in query.qrels if relevant(query.qrels, entry)})
+    best = sum(max((sum(entry in rights for rights in group) for entry in set().union(*group)), default=0)
+               for group in groups.values())
+    split = [group for group in groups.values() if len(group) > 1 and not set.intersection(*group)]
+    return {"p@1": best / max(len(queries), 1), "split_texts": len(split),
+            "split_questions": sum(len(group) for group in split)}
 
 
 def p1_by_language(benchmark: Benchmark, rankings: list) -> dict:

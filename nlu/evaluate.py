@@ -24,7 +24,7 @@ from tqdm import tqdm
 from config.settings import PROJECT_ROOT, Settings
 from nlu import Nlu, build_embedder, build_reranker, load_encoders, policies_from
 from nlu.engine import rank_and_decide, warm_up
-from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, load_demo, load_faq_set, load_set,
+from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, label_ceiling, load_demo, load_faq_set, load_set,
                             p1_by_language, paired_gain, per_query_metrics, pipeline_curve, policy_outcomes,
                             question_outcomes, rank_metrics, read_json, relevant)
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
@@ -196,6 +196,7 @@ def evaluate(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker
         **build, "rows": rows, "gain": pipeline_gain(rankings, qrels, rows),
         "policy": policy_outcomes(decisions, qrels, oos_decisions),
         "p@1_by_language": p1_by_language(benchmark, rankings["pipeline"]),
+        "label_ceiling": label_ceiling(benchmark.queries),
         "thresholds": {lang: vars(policy) for lang, policy in policies_from(settings).items()
                        if lang in {q.lang for q in benchmark.queries}},
         "queries_s": time.perf_counter() - started,
@@ -224,6 +225,10 @@ def print_report(report: dict) -> None:
     shares = (f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in report["policy"].items())
     print("\npolicy: " + ", ".join(shares))
     print("P@1 by language: " + ", ".join(f"{k} {v:.3f}" for k, v in report["p@1_by_language"].items()))
+    ceiling = report["label_ceiling"]
+    if ceiling["split_texts"]:
+        print(f"labels: no system can exceed P@1 {ceiling['p@1']:.3f}: {ceiling['split_texts']} questions asked "
+              f"{ceiling['split_questions']} times in all are labelled with entries that share no right one")
     first = report["index_first_s"]
     print(f"index build {report['index_build_s']:.1f} s"
           + (f" (replying from the questions-only index after {first:.1f} s)" if first is not None else "")

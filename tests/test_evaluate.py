@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from nlu.benchmarks import (load_faq_set, ndcg_at, paired_gain, precision_at_1, precision_coverage, rank_metrics,
-                            recall_at, reciprocal_rank, split_entry)
+from nlu.benchmarks import (Query, label_ceiling, load_faq_set, ndcg_at, paired_gain, precision_at_1,
+                            precision_coverage, rank_metrics, recall_at, reciprocal_rank, split_entry)
 from nlu.evaluate import main
 
 
@@ -67,6 +67,17 @@ def test_precision_coverage_points_at_each_threshold():
     assert by_t[0.95]["coverage"] == 0.0 and by_t[0.95]["precision"] is None
 
 
+def test_the_label_ceiling_counts_questions_asked_alike_but_labelled_apart():
+    queries = [Query("What is a coronavirus?", "en", {"2": 1}), Query("what is a  CORONAVIRUS", "en", {"1": 1}),
+               Query("ｗｈａｔ ｉｓ ａ ｃｏｒｏｎａｖｉｒｕｓ", "en", {"1": 2, "3": 0}),  # full width reads alike too
+               Query("Can my dog get it?", "en", {"26": 1, "32": 1}), Query("can my dog get it", "en", {"32": 1}),
+               Query("Where did it come from?", "en", {"6": 1})]
+    ceiling = label_ceiling(queries)
+    # entry 1 is right for two of the three coronavirus rows, entry 32 for both dog rows, entry 6 for its own
+    assert ceiling == {"p@1": pytest.approx(5 / 6), "split_texts": 1, "split_questions": 3}
+    assert label_ceiling(queries[3:]) == {"p@1": 1.0, "split_texts": 0, "split_questions": 0}
+
+
 def test_a_question_answer_text_is_split_and_other_forms_pass_through():
     assert split_entry("Question: 住民票は？\nAnswer: 窓口で。\n") == ("住民票は？", "窓口で。")
     assert split_entry({"question": "Q?", "answer": "A."}) == ("Q?", "A.")
@@ -109,6 +120,7 @@ def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_p
     assert sum(report["policy"][k] for k in outcomes) == pytest.approx(1.0)  # each question has one outcome
     assert report["policy"]["answered_wrong_right_runner_up"] <= report["policy"]["answered_wrong"]
     assert report["policy"]["clarified_without_right_next"] <= report["policy"]["clarified_without"]
+    assert report["label_ceiling"] == {"p@1": 1.0, "split_texts": 0, "split_questions": 0}  # three distinct questions
     assert out.with_suffix(".png").stat().st_size > 0
     with open(tmp_path / "report-questions.csv", encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
