@@ -110,5 +110,7 @@ def test_the_cli_calibrates_on_half_and_reports_the_other_half(tiny_faq, tmp_pat
     assert "NLU_ANSWER_THRESHOLD_EN=" in printed and "NLU_CLARIFY_THRESHOLD_EN=" in printed
     result = json.loads(out.read_text())["custom (en)"]
     assert result["thresholds"]["clarify"] <= result["thresholds"]["answer"]
-    assert {"calibrated on", "held out (odd)"} <= result.keys()
+    assert {"calibrated on", "held out (odd)", "held out (even)"} <= result.keys()
+    halves = [result["held out (odd)"], result["held out (even)"]]
+    assert result["held out (mean)"] == pytest.approx({k: (halves[0][k] + halves[1][k]) / 2 for k in halves[0]})
     assert result["calibrated on"]["answered_wrong"] <= 0.10
