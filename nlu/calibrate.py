@@ -5,14 +5,16 @@ hands over, and their right values depend on the FAQ and on the retrieval
 scores it produces.  This picks them on labelled questions: the answer
 threshold, margin and lead that answer the most questions right while at most
 ``--max-wrong`` of in-scope questions get a wrong answer and at most
-``--max-oos`` of out-of-scope ones get any answer; then the highest clarify
-threshold that lets at most ``--max-lost`` of in-scope questions fall back
-although the right entry was among the three choices.  ``--holdout``
-calibrates on the even-numbered questions and reports the odd ones, then the
-other way round ("held out (even)": fitted on the odd ones), and the mean of
-the two: what to expect on questions the
-calibration never saw.  One half alone misleads: on LocalgovFAQ the odd half
-was answered wrongly .118 and the even half .053.  Each language gets its own
+``--max-oos`` of out-of-scope ones get any answer (and, with ``--min-offered``,
+at least that share is answered right or offered the right entry among the
+choices: answering less, a deployment can favour "did you mean…" lists); then
+the highest clarify threshold that lets at most ``--max-lost`` of in-scope
+questions fall back although the right entry was among the three choices.
+``--holdout`` calibrates on the even-numbered questions and reports the odd
+ones, then the other way round ("held out (even)": fitted on the odd ones),
+and the mean of the two: what to expect on questions the calibration never
+saw.  One half alone misleads: on LocalgovFAQ the odd half was answered
+wrongly .118 and the even half .053.  Each language gets its own
 thresholds, fitted on that language's questions: English and Japanese scores
 come from different encoders and re-orderings, and separate right from wrong
 differently.  ``--joint`` picks one set of thresholds per language for several
@@ -45,32 +47,44 @@ def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, lead: fl
                           oos_answered, ~oos_answered & (oos.top >= clarify))
 
 
-def _answered_shares(scored: Scored, grid: np.ndarray, margin: float, lead: float) -> tuple[np.ndarray, np.ndarray]:
-    """For each answer threshold of ``grid``: the shares of ``scored`` answered right and answered wrongly."""
+def _answered_shares(scored: Scored, grid: np.ndarray, margin: float, lead: float) -> tuple[np.ndarray, ...]:
+    """For each answer threshold of ``grid``: the shares of ``scored`` answered right, answered wrongly, and
+    answered with a right entry among the top three."""
     passing = scored.answered(-np.inf, margin, lead)
 
     def share_at_or_above(tops):
         return (len(tops) - np.searchsorted(np.sort(tops), grid, side="left")) / max(len(scored.top), 1)
     return (share_at_or_above(scored.top[passing & scored.right_first]),
-            share_at_or_above(scored.top[passing & ~scored.right_first]))
+            share_at_or_above(scored.top[passing & ~scored.right_first]),
+            share_at_or_above(scored.top[passing & scored.right_offered]))
 
 
-def calibrate(sets: list[tuple[Scored, Scored]], max_wrong: float, max_oos: float, max_lost: float) -> dict:
+def _reached(scored: Scored, right: np.ndarray, answered_offered: np.ndarray) -> np.ndarray:
+    """Answered right or offered the right entry among the choices, when every question not answered gets them
+    (the clarify threshold chosen afterwards may let up to ``--max-lost`` of them fall back)."""
+    return right + scored.right_offered.sum() / max(len(scored.top), 1) - answered_offered
+
+
+def calibrate(sets: list[tuple[Scored, Scored]], max_wrong: float, max_oos: float, max_lost: float,
+              min_offered: float = 0.0) -> dict:
     """Thresholds as described in the module docstring, for (in-scope, out-of-scope) pairs of one or more FAQs:
     the limits must hold on every one and the mean share answered right is maximised (ties: the fewest wrong
     answers on the worst FAQ, then the strictest thresholds), so thresholds calibrated on several FAQs at once
-    suit an FAQ none of them is.  Never answering is always allowed."""
+    suit an FAQ none of them is.  ``min_offered``: at least this share answered right or offered the right
+    entry among the choices (``_reached``), which answering less raises.  Never answering is always allowed."""
     tops = np.concatenate([t for scored, oos in sets for t in (scored.top, oos.top)])
     grid = np.unique(np.round(tops[np.isfinite(tops)], 3))
     best = (0.0, 0.0, np.inf, 0.0, 0.0)  # (mean right, -worst wrong, answer threshold, margin, lead): answer nothing
     for margin in MARGINS:
         for lead in LEADS:
             # nothing is right for an out-of-scope question: its "wrong" share is the share answered
-            right, wrong, oos = zip(*[(*_answered_shares(scored, grid, margin, lead),
-                                       _answered_shares(outside, grid, margin, lead)[1])
-                                      for scored, outside in sets])
+            right, wrong, offered, oos = zip(*[(*_answered_shares(scored, grid, margin, lead),
+                                                _answered_shares(outside, grid, margin, lead)[1])
+                                               for scored, outside in sets])
             mean_right, worst_wrong = np.mean(right, axis=0), np.max(wrong, axis=0)
-            allowed = np.flatnonzero((worst_wrong <= max_wrong) & (np.max(oos, axis=0) <= max_oos))
+            reached = np.min([_reached(scored, r, o) for (scored, _), r, o in zip(sets, right, offered)], axis=0)
+            allowed = np.flatnonzero((worst_wrong <= max_wrong) & (np.max(oos, axis=0) <= max_oos)
+                                     & (reached >= min_offered))
             if len(allowed):
                 i = allowed[np.lexsort((grid[allowed], -worst_wrong[allowed], mean_right[allowed]))[-1]]
                 best = max(best, (float(mean_right[i]), -float(worst_wrong[i]), float(grid[i]), margin, lead))
@@ -126,6 +140,9 @@ def main(argv=None) -> None:
     parser.add_argument("--max-oos", type=float, default=0.05, help="out-of-scope questions answered, at most")
     parser.add_argument("--max-lost", type=float, default=0.02,
                         help="in-scope questions falling back although a right choice was in the top 3, at most")
+    parser.add_argument("--min-offered", type=float, default=0.0,
+                        help="in-scope questions answered right or offered the right entry among the choices, at "
+                             "least (answering less raises it; default: no limit)")
     parser.add_argument("--holdout", action="store_true", help="calibrate on even questions, report the odd ones")
     parser.add_argument("--joint", action="store_true",
                         help="one set of thresholds per language for all the sets given, the limits holding on each")
@@ -147,7 +164,7 @@ def main(argv=None) -> None:
     for keys in filter(None, groups):
         def fitted(rows) -> dict:
             return calibrate([(parts[k][0].part(rows), parts[k][1].part(rows)) for k in keys],
-                             args.max_wrong, args.max_oos, args.max_lost)
+                             args.max_wrong, args.max_oos, args.max_lost, args.min_offered)
         chosen = fitted(fit)
         swapped = fitted(odd) if args.holdout else None
         names = [f"{name} ({lang})" for name, lang in keys]

@@ -57,6 +57,19 @@ def test_calibration_answers_what_it_safely_can_and_keeps_clarifiable_questions_
     assert outcomes(scored, oos, **strict)["oos_answered"] == 0.0 and strict["answer"] > 0.96
 
 
+def test_a_floor_on_right_or_offered_trades_answers_for_choices():
+    # A wrong answer whose right entry is the runner-up: answering it costs the resident the right choice.
+    scored = scored_from([(0.99, 0.80, 1, 1), (0.97, 0.80, 0, 1), (0.96, 0.80, 1, 1), (0.90, 0.85, 0, 0)])
+    oos = scored_from([(0.70, 0.60, 0, 0)])
+    bold = outcomes(scored, oos, **calibrate([(scored, oos)], max_wrong=0.25, max_oos=0.0, max_lost=0.0))
+    assert (bold["answered_correct"], bold["answered_wrong"]) == (0.5, 0.25)
+    assert bold["answered_correct"] + bold["clarified_with_right_choice"] == 0.5
+    chosen = calibrate([(scored, oos)], max_wrong=0.25, max_oos=0.0, max_lost=0.0, min_offered=0.75)
+    shares = outcomes(scored, oos, **chosen)
+    assert (shares["answered_correct"], shares["answered_wrong"]) == (0.25, 0.0) and chosen["answer"] > 0.97
+    assert shares["answered_correct"] + shares["clarified_with_right_choice"] == 0.75
+
+
 def test_the_lead_separates_a_top_in_a_crowd_from_one_that_stands_out():
     """Same top score, same margin: only how far the top stands above the rest of its shortlist tells."""
     scored = scored_from([(0.95, 0.90, 1, 1, 0.08), (0.95, 0.90, 1, 1, 0.09), (0.95, 0.90, 0, 1, 0.02),
