@@ -22,6 +22,7 @@ import yaml
 from config.settings import PROJECT_ROOT
 from nlu.decision import ANSWER, CLARIFY, lead as lead_of
 from nlu.retrieval import answer_head
+from nlu.text import detect_language
 
 DEMO_QUERIES = PROJECT_ROOT / "benchmarks" / "demo_paraphrases.yaml"
 DATA_DIR = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -89,6 +90,13 @@ def corpus_from_entries(entries: dict, lang: str, answer_chars: int = 0) -> Corp
         phrasings.append([question or answer])
         heads.append(answer_head(question, answer, answer_chars) if question else "")
     return Corpus(ids, documents, phrasings, lang, heads)
+
+
+def corpus_language(entries: dict) -> str:
+    """The language most of a corpus's questions are written in (``text.detect_language``), so an FAQ set runs
+    without being told: an English FAQ that names a Japanese place stays English."""
+    votes = [detect_language(split_entry(value)[0]) for value in entries.values()]
+    return max(("ja", "en"), key=votes.count)
 
 
 def load_faq_set(name: str, corpus: Path, queries: Path, qrels: Path, lang: str,

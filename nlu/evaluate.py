@@ -24,12 +24,13 @@ from tqdm import tqdm
 from config.settings import PROJECT_ROOT, Settings
 from nlu import Nlu, build_embedder, build_reranker, load_encoders, policies_from
 from nlu.engine import rank_and_decide, warm_up
-from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, label_ceiling, load_demo, load_faq_set, load_set,
-                            p1_by_language, paired_gain, per_query_metrics, pipeline_curve, policy_outcomes,
-                            question_outcomes, rank_metrics, read_json, relevant)
+from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, corpus_language, label_ceiling, load_demo,
+                            load_faq_set, load_set, p1_by_language, paired_gain, per_query_metrics, pipeline_curve,
+                            policy_outcomes, question_outcomes, rank_metrics, read_json, relevant)
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 
 SETS = ("demo", "localgov", "jhu", "clinc-oos")
+LANGUAGE_NAMES = {"ja": "Japanese", "en": "English"}
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 
 
@@ -280,10 +281,14 @@ def plot_curve(report: dict, path: Path) -> None:
 def benchmarks_from(args, parser, answer_chars: int) -> list[Benchmark]:
     """The named sets plus an FAQ given by path, each cut to --limit, indexed as the bot would (``answer_chars``)."""
     if args.corpus:
-        if not (args.queries and args.qrels and args.lang):
-            parser.error("--corpus needs --queries, --qrels and --lang")
+        if not (args.queries and args.qrels):
+            parser.error("--corpus needs --queries and --qrels")
+        lang = args.lang or corpus_language(read_json(args.corpus))
+        if not args.lang:
+            print(f"{args.corpus}: its questions read as {LANGUAGE_NAMES[lang]} (--lang {lang} to say otherwise)",
+                  file=sys.stderr)
         oos = read_json(args.oos) if args.oos else []
-        custom = [load_faq_set("custom", args.corpus, args.queries, args.qrels, args.lang, answer_chars, oos)]
+        custom = [load_faq_set("custom", args.corpus, args.queries, args.qrels, lang, answer_chars, oos)]
     else:
         custom = []
     names = args.sets or ([] if custom else ["demo"])
@@ -301,7 +306,8 @@ def add_data_options(parser) -> None:
     parser.add_argument("--queries", type=Path, help="queries JSON: id -> text (with --corpus)")
     parser.add_argument("--qrels", type=Path, help="qrels JSON: query id -> {entry id: grade}")
     parser.add_argument("--oos", type=Path, help="out-of-scope questions: a JSON list of texts")
-    parser.add_argument("--lang", choices=["ja", "en"], help="language of --corpus")
+    parser.add_argument("--lang", choices=["ja", "en"],
+                        help="language of --corpus (default: the one most of its questions are written in)")
     parser.add_argument("--answer-chars", type=int,
                         help="answer characters embedded with each question (default: NLU_ANSWER_CHARS, as the bot)")
     parser.add_argument("--reranker", help="cross-encoder directory (it replaces late interaction), or off "

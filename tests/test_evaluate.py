@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from nlu.benchmarks import (Query, label_ceiling, load_faq_set, ndcg_at, paired_gain, precision_at_1,
+from nlu.benchmarks import (Query, corpus_language, label_ceiling, load_faq_set, ndcg_at, paired_gain, precision_at_1,
                             precision_coverage, rank_metrics, recall_at, reciprocal_rank, split_entry)
 from nlu.evaluate import main
 
@@ -78,6 +78,14 @@ def test_the_label_ceiling_counts_questions_asked_alike_but_labelled_apart():
     assert label_ceiling(queries[3:]) == {"p@1": 1.0, "split_texts": 0, "split_questions": 0}
 
 
+def test_a_corpus_is_in_the_language_most_of_its_questions_are_written_in():
+    assert corpus_language({"1": "Question: 住民票の写しが欲しい\nAnswer: 窓口へ。", "2": {"question": "ごみの日は？"},
+                            "3": {"question": "Where is the Amagasaki city office?", "answer": "尼崎市役所"}}) == "ja"
+    assert corpus_language({"1": "Question: How do I visit 尼崎城?\nAnswer: By train.",
+                            "2": {"question": "When is garbage collected?", "answer": "Mondays."},
+                            "3": {"question": "Where can I park my bicycle?", "answer": "By the station."}}) == "en"
+
+
 def test_a_question_answer_text_is_split_and_other_forms_pass_through():
     assert split_entry("Question: 住民票は？\nAnswer: 窓口で。\n") == ("住民票は？", "窓口で。")
     assert split_entry({"question": "Q?", "answer": "A."}) == ("Q?", "A.")
@@ -98,11 +106,13 @@ def test_the_loader_reads_both_corpus_forms_and_drops_queries_without_a_relevant
     assert question_only.queries[1].qrels == {"2": 2, "5": 1}
 
 
-def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_path):
+def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_path, capsys):
     out = tmp_path / "report.json"
-    main(["--corpus", str(tiny_faq["corpus"]), "--queries", str(tiny_faq["queries"]),
-          "--qrels", str(tiny_faq["qrels"]), "--oos", str(tiny_faq["oos"]), "--lang", "en", "--json", str(out)])
+    main(["--corpus", str(tiny_faq["corpus"]), "--queries", str(tiny_faq["queries"]),  # the command: no --lang
+          "--qrels", str(tiny_faq["qrels"]), "--oos", str(tiny_faq["oos"]), "--json", str(out)])
+    assert "its questions read as English (--lang en to say otherwise)" in capsys.readouterr().err
     report = json.loads(out.read_text())
+    assert list(report["p@1_by_language"]) == ["en"]
     assert report["set"] == "custom" and report["queries"] == 3 and report["oos_queries"] == 2
     assert [row["method"] for row in report["rows"]] == ["bm25", "dense", "hybrid", "pipeline"]
     for row in report["rows"]:
