@@ -332,19 +332,31 @@ def read_alike(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
 
 
+def alike_groups(queries: list) -> dict:
+    """``read_alike`` text -> the right entries of each question that reads so, one set per question."""
+    groups = defaultdict(list)
+    for query in queries:
+        groups[read_alike(query.text)].append({entry for entry in query.qrels if relevant(query.qrels, entry)})
+    return groups
+
+
+def labelled_apart(group: list) -> bool:
+    """Questions that read alike but whose labels share no right entry: whatever a system answers, some count
+    it wrong."""
+    return len(group) > 1 and not set.intersection(*group)
+
+
 def label_ceiling(queries: list) -> dict:
     """The best P@1 any system can reach on these labels, since it answers questions that read alike alike.
 
     A set may label one question with different entries in different rows (JHU: "What is a coronavirus" is
     labelled "What is COVID-19?" once and "What is a coronavirus?" elsewhere); for each group of questions that
     read alike, the best a single entry does is be right for as many of them as it can.  Also: how many such
-    groups share no right entry at all, and how many questions they hold."""
-    groups = defaultdict(list)
-    for query in queries:
-        groups[read_alike(query.text)].append({entry for entry in query.qrels if relevant(query.qrels, entry)})
+    groups are ``labelled_apart``, and how many questions they hold."""
+    groups = alike_groups(queries).values()
     best = sum(max((sum(entry in rights for rights in group) for entry in set().union(*group)), default=0)
-               for group in groups.values())
-    split = [group for group in groups.values() if len(group) > 1 and not set.intersection(*group)]
+               for group in groups)
+    split = [group for group in groups if labelled_apart(group)]
     return {"p@1": best / max(len(queries), 1), "split_texts": len(split),
             "split_questions": sum(len(group) for group in split)}
 

@@ -24,9 +24,10 @@ from tqdm import tqdm
 from config.settings import PROJECT_ROOT, Settings
 from nlu import Nlu, build_embedder, build_reranker, load_encoders, policies_from
 from nlu.engine import rank_and_decide, warm_up
-from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, corpus_language, label_ceiling, load_demo,
-                            load_faq_set, load_set, p1_by_language, paired_gain, per_query_metrics, pipeline_curve,
-                            policy_outcomes, question_outcomes, rank_metrics, read_json, relevant)
+from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, alike_groups, corpus_language, label_ceiling,
+                            labelled_apart, load_demo, load_faq_set, load_set, p1_by_language, paired_gain,
+                            per_query_metrics, pipeline_curve, policy_outcomes, question_outcomes, rank_metrics,
+                            read_alike, read_json, relevant)
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 
 SETS = ("demo", "localgov", "jhu", "clinc-oos")
@@ -161,6 +162,7 @@ def question_rows(benchmark: Benchmark, decisions: list, oos_decisions: list) ->
     """What the bot did with each question, in-scope then out-of-scope: the rows of the questions CSV, where a
     team finds which of its own questions fail and how far down the right entry was."""
     outcomes = question_outcomes(decisions, [q.qrels for q in benchmark.queries]) + question_outcomes(oos_decisions)
+    apart = {text for text, group in alike_groups(benchmark.queries).items() if labelled_apart(group)}
     rows = []
     for query, decision, outcome in zip([*benchmark.queries, *benchmark.oos], [*decisions, *oos_decisions], outcomes):
         ids = [c.faq_id for c in decision.candidates]
@@ -170,6 +172,7 @@ def question_rows(benchmark: Benchmark, decisions: list, oos_decisions: list) ->
             "candidates": " ".join(ids[:5]),
             "right_entries": " ".join(f"{entry}:{grade}" for entry, grade in query.qrels.items() if grade >= 1),
             "first_right_rank": next((i + 1 for i, entry in enumerate(ids) if relevant(query.qrels, entry)), None),
+            "labelled_apart": bool(query.qrels) and read_alike(query.text) in apart,
         })
     return rows
 

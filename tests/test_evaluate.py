@@ -5,9 +5,10 @@ import math
 
 import pytest
 
-from nlu.benchmarks import (Query, corpus_language, label_ceiling, load_faq_set, ndcg_at, paired_gain, precision_at_1,
-                            precision_coverage, rank_metrics, recall_at, reciprocal_rank, split_entry)
-from nlu.evaluate import main
+from nlu.benchmarks import (Benchmark, Query, corpus_language, label_ceiling, load_faq_set, ndcg_at, paired_gain,
+                            precision_at_1, precision_coverage, rank_metrics, recall_at, reciprocal_rank, split_entry)
+from nlu.decision import Candidate, Decision
+from nlu.evaluate import main, question_rows
 
 
 def test_graded_ndcg_is_one_for_the_ideal_order_and_uses_the_grade_as_gain():
@@ -76,6 +77,16 @@ def test_the_label_ceiling_counts_questions_asked_alike_but_labelled_apart():
     # entry 1 is right for two of the three coronavirus rows, entry 32 for both dog rows, entry 6 for its own
     assert ceiling == {"p@1": pytest.approx(5 / 6), "split_texts": 1, "split_questions": 3}
     assert label_ceiling(queries[3:]) == {"p@1": 1.0, "split_texts": 0, "split_questions": 0}
+
+
+def test_the_questions_csv_marks_the_questions_labelled_apart():
+    queries = [Query("What is a coronavirus?", "en", {"2": 1}), Query("what is a coronavirus", "en", {"1": 1}),
+               Query("Where did it come from?", "en", {"6": 1})]
+    decisions = [Decision("answer", "en", (Candidate("2", 0.95), Candidate("1", 0.94)))] * 3
+    rows = question_rows(Benchmark("t", queries, [Query("book a flight", "en")]), decisions,
+                         [Decision("fallback", "en", ())])
+    assert [row["labelled_apart"] for row in rows] == [True, True, False, False]
+    assert [row["outcome"] for row in rows] == ["answered_correct", "answered_wrong", "answered_wrong", "oos_fallback"]
 
 
 def test_a_corpus_is_in_the_language_most_of_its_questions_are_written_in():
