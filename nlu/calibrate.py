@@ -143,7 +143,8 @@ def main(argv=None) -> None:
     parser.add_argument("--min-offered", type=float, default=0.0,
                         help="in-scope questions answered right or offered the right entry among the choices, at "
                              "least (answering less raises it; default: no limit)")
-    parser.add_argument("--holdout", action="store_true", help="calibrate on even questions and report the odd ones, then the other way round")
+    parser.add_argument("--holdout", action="store_true",
+                        help="calibrate on even questions and report the odd ones, then the other way round")
     parser.add_argument("--joint", action="store_true",
                         help="one set of thresholds per language for all the sets given, the limits holding on each")
     parser.add_argument("--json", type=Path, help="write the thresholds and shares here")
