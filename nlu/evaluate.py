@@ -267,6 +267,10 @@ def plot_curve(report: dict, path: Path) -> None:
             elif at_answer:
                 axis.plot([at_answer["coverage"]], [at_answer["precision"]], "o" if style == "--" else "s",
                           color="red", label=f"top score alone >= {answer} ({lang})")
+        ceiling = report["label_ceiling"]
+        if x_key == "coverage" and ceiling["split_texts"]:  # what the labels allow when everything is answered
+            axis.plot([1.0], [ceiling["p@1"]], "v", color="grey", markersize=9,
+                      label=f"label ceiling at full coverage ({ceiling['p@1']:.3f})")
         answered = report["policy"]["answered_correct"] + report["policy"]["answered_wrong"]
         if x_key == "coverage" and answered > 0:
             axis.plot([answered], [report["policy"]["answered_correct"] / answered], "*", color="black",

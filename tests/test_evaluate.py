@@ -8,7 +8,7 @@ import pytest
 from nlu.benchmarks import (Benchmark, Query, corpus_language, label_ceiling, load_faq_set, ndcg_at, paired_gain,
                             precision_at_1, precision_coverage, rank_metrics, recall_at, reciprocal_rank, split_entry)
 from nlu.decision import Candidate, Decision
-from nlu.evaluate import main, question_rows
+from nlu.evaluate import main, plot_curve, question_rows
 
 
 def test_graded_ndcg_is_one_for_the_ideal_order_and_uses_the_grade_as_gain():
@@ -87,6 +87,18 @@ def test_the_questions_csv_marks_the_questions_labelled_apart():
                          [Decision("fallback", "en", ())])
     assert [row["labelled_apart"] for row in rows] == [True, True, False, False]
     assert [row["outcome"] for row in rows] == ["answered_correct", "answered_wrong", "answered_wrong", "oos_fallback"]
+
+
+def test_the_plot_marks_the_label_ceiling_where_the_labels_split(tmp_path):
+    curve = [{"threshold": t, "coverage": c, "precision": p, "oos_accepted": 0.0}
+             for t, c, p in ((0.8, 1.0, 0.68), (0.9, 0.5, 0.75), (0.95, 0.1, 0.8))]
+    report = {"set": "t", "oos_queries": 0, "precision_coverage": curve, "thresholds": {"en": {"answer_threshold": 0.9}},
+              "policy": {"answered_correct": 0.4, "answered_wrong": 0.1},
+              "label_ceiling": {"p@1": 0.773, "split_texts": 2, "split_questions": 5}}
+    plot_curve(report, tmp_path / "split.png")
+    report["label_ceiling"] = {"p@1": 1.0, "split_texts": 0, "split_questions": 0}
+    plot_curve(report, tmp_path / "consistent.png")
+    assert (tmp_path / "split.png").stat().st_size > (tmp_path / "consistent.png").stat().st_size > 0  # one more mark
 
 
 def test_a_corpus_is_in_the_language_most_of_its_questions_are_written_in():
