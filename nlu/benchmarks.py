@@ -11,7 +11,6 @@ import json
 import math
 import random
 import re
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import yaml
 from config.settings import PROJECT_ROOT
 from nlu.decision import ANSWER, CLARIFY, lead as lead_of
 from nlu.retrieval import answer_head
-from nlu.text import detect_language
+from nlu.text import detect_language, normalize
 
 DEMO_QUERIES = PROJECT_ROOT / "benchmarks" / "demo_paraphrases.yaml"
 DATA_DIR = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -329,7 +328,7 @@ def top_scores(decisions: list) -> list[float]:
 def read_alike(text: str) -> str:
     """The question with width, case, spaces and punctuation set aside: "What is a coronavirus?" and "what is a
     coronavirus" are one question to any system."""
-    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+    return "".join(ch for ch in normalize(text) if ch.isalnum())
 
 
 def alike_groups(queries: list) -> dict:
