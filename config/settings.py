@@ -96,7 +96,7 @@ class Settings:
     nlu_clarify_threshold_ja: float = 0.864
     nlu_answer_threshold_en: float = 0.903
     nlu_answer_margin_en: float = 0.02
-    nlu_answer_lead_en: float = 0.052
+    nlu_answer_lead_en: float = 0.056
     nlu_clarify_threshold_en: float = 0.875
     nlu_threads: int = 2
     nlu_answer_chars: int = 100  # answer characters embedded with each question (0: questions only)

@@ -47,6 +47,7 @@ class Corpus:
     phrasings: list
     lang: str
     heads: list = field(default_factory=list)  # "" for an entry without one; empty: none at all
+    answers: list = field(default_factory=list)  # one per entry; empty: the corpus has none
 
 
 @dataclass
@@ -81,14 +82,15 @@ def split_entry(value) -> tuple[str, str]:
 def corpus_from_entries(entries: dict, lang: str, answer_chars: int = 0) -> Corpus:
     """BM25 reads question + answer; the phrasing is the question and, as the bot builds it, the head is the
     question with the first ``answer_chars`` characters of its answer."""
-    ids, documents, phrasings, heads = [], [], [], []
+    ids, documents, phrasings, heads, answers = [], [], [], [], []
     for entry_id, value in entries.items():
         question, answer = split_entry(value)
         ids.append(str(entry_id))
         documents.append(f"{question}\n{answer}".strip())
         phrasings.append([question or answer])
         heads.append(answer_head(question, answer, answer_chars) if question else "")
-    return Corpus(ids, documents, phrasings, lang, heads)
+        answers.append(answer)
+    return Corpus(ids, documents, phrasings, lang, heads, answers)
 
 
 def corpus_language(entries: dict) -> str:
@@ -159,6 +161,12 @@ def load_set(name: str, data_dir: Path, answer_chars: int = 0) -> Benchmark:
 def relevant(qrels: dict, entry_id) -> bool:
     """Grade 1 (partly answers) counts as right, as in the LocalgovFAQ evaluation."""
     return qrels.get(entry_id, 0) >= 1
+
+
+def right_choice(qrels: dict, candidate) -> bool:
+    """A choice the pipeline offers (or answers with) is right when any entry folded into it is: they give the
+    resident one and the same answer text (``decision.one_per_answer``)."""
+    return any(relevant(qrels, faq_id) for faq_id in (candidate.faq_id, *candidate.twins))
 
 
 def ndcg_at(ranked: list, qrels: dict, k: int = 10) -> float:
@@ -238,9 +246,9 @@ class Scored:
             return d.candidates[i].score if len(d.candidates) > i else -np.inf
 
         qrels_list = qrels_list or [{}] * len(decisions)
-        first = [bool(d.candidates) and relevant(q, d.candidates[0].faq_id) for d, q in zip(decisions, qrels_list)]
-        offered = [any(relevant(q, c.faq_id) for c in d.candidates[:3]) for d, q in zip(decisions, qrels_list)]
-        after = [any(relevant(q, c.faq_id) for c in d.candidates[3:6]) for d, q in zip(decisions, qrels_list)]
+        first = [bool(d.candidates) and right_choice(q, d.candidates[0]) for d, q in zip(decisions, qrels_list)]
+        offered = [any(right_choice(q, c) for c in d.candidates[:3]) for d, q in zip(decisions, qrels_list)]
+        after = [any(right_choice(q, c) for c in d.candidates[3:6]) for d, q in zip(decisions, qrels_list)]
         return cls(np.array([score(d, 0) for d in decisions], dtype=float),
                    np.array([score(d, 1) for d in decisions], dtype=float),
                    np.array([lead_of(c.score for c in d.candidates) for d in decisions], dtype=float),
@@ -369,7 +377,7 @@ def p1_by_language(benchmark: Benchmark, rankings: list) -> dict:
 
 def pipeline_curve(benchmark: Benchmark, decisions: list, oos_decisions: list) -> list[dict]:
     """Precision–coverage of the pipeline's top score, on a 0.001 grid of the observed scores."""
-    correct = [bool(d.top) and relevant(q.qrels, d.top.faq_id) for d, q in zip(decisions, benchmark.queries)]
+    correct = [bool(d.top) and right_choice(q.qrels, d.top) for d, q in zip(decisions, benchmark.queries)]
     scores, oos_scores = top_scores(decisions), top_scores(oos_decisions)
     grid = np.unique(np.round([s for s in scores + oos_scores if np.isfinite(s)], 3))
     return precision_coverage(scores, correct, oos_scores, grid)

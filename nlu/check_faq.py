@@ -1,7 +1,22 @@
 """``python -m nlu.check_faq [DIR]``: validate FAQ files before saving them into service."""
 import sys
 
-from nlu.faq import FaqError, load_faq
+from nlu.faq import LANGUAGES, Faq, FaqError, load_faq
+from nlu.retrieval import shared_answers
+
+
+def same_answer_notes(faq: Faq) -> list[str]:
+    """One line per group of entries that give the same answer in a language: the bot offers them as one choice
+    (``decision.one_per_answer``), so an operator may rather make one entry's question an alternate of the other."""
+    notes = []
+    for lang in LANGUAGES:
+        groups: dict = {}
+        for faq_id, first in shared_answers([e.id for e in faq.entries],
+                                            [e.text(lang).answer for e in faq.entries]).items():
+            groups.setdefault(first, []).append(faq_id)
+        notes += [f"note: entries {', '.join(ids)} give the same {lang} answer; residents see them as one choice"
+                  for ids in groups.values()]
+    return notes
 
 
 def main(argv=None) -> int:
@@ -11,6 +26,8 @@ def main(argv=None) -> int:
     except FaqError as error:
         print(f"FAQ error: {error}", file=sys.stderr)
         return 1
+    for note in same_answer_notes(faq):
+        print(note)
     print(f"{target}: {len(faq.entries)} entries OK")
     return 0
 

@@ -9,7 +9,7 @@ also have ``warm(retriever)``, which the worker calls once its index is built.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 ANSWER, CLARIFY, FALLBACK = "answer", "clarify", "fallback"
 
@@ -19,6 +19,27 @@ class Candidate:
     faq_id: str
     score: float
     parts: dict = field(default_factory=dict)  # e.g. {"bm25": …, "dense": …}
+    twins: tuple[str, ...] = ()  # lower-ranked entries with the same answer, folded into this one
+
+
+def one_per_answer(candidates, answer_of: dict) -> list[Candidate]:
+    """Fold each candidate into the best-ranked one whose answer is the same (``answer_of``: entry id -> its
+    answer's key, for entries that share an answer with another).
+
+    Two entries can carry one answer ("moving into the city" and "moving out" both answer with the same
+    procedure).  For the resident they are one choice: a "did you mean…" list that offers both wastes a slot
+    and leads twice to the same text, and a margin measured between them says nothing, so the policy would
+    hesitate where any choice is right.  Folded, the runner-up the policy compares with is the best *other*
+    answer.
+    """
+    kept: dict = {}
+    for candidate in candidates:
+        key = answer_of.get(candidate.faq_id, candidate.faq_id)
+        if key in kept:
+            kept[key] = replace(kept[key], twins=(*kept[key].twins, candidate.faq_id))
+        else:
+            kept[key] = candidate
+    return list(kept.values())
 
 
 @dataclass(frozen=True)
@@ -31,6 +52,11 @@ class Decision:
     @property
     def top(self) -> Candidate | None:
         return self.candidates[0] if self.candidates else None
+
+    @property
+    def ranked_ids(self) -> list[str]:
+        """Every ranked entry, each answer's twins right after it: the ranking the benchmarks score."""
+        return [faq_id for c in self.candidates for faq_id in (c.faq_id, *c.twins)]
 
 
 def lead(scores) -> float:

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import replace
 
-from nlu.decision import ANSWER, CLARIFY, Decision, Policy
+from nlu.decision import ANSWER, CLARIFY, Decision, Policy, one_per_answer
 from nlu.faq import Faq, FaqError, load_faq, signature_of, with_alternates
 from nlu.retrieval import HybridRetriever
 from nlu.text import detect_language
@@ -22,12 +22,15 @@ log = logging.getLogger(__name__)
 
 
 def rank_and_decide(retriever, policies: dict, reranker, top_k: int, text: str, lang: str | None) -> Decision:
-    """The pipeline over any index: retrieval, the optional re-ranker, then the language's policy."""
+    """The pipeline over any index: retrieval, the optional re-ranker, entries that give the same answer folded
+    into one, then the language's policy."""
     started = time.perf_counter()
     lang = lang or detect_language(text)
+    index = retriever.indexes[lang]
     candidates = retriever.search(text, lang, top_k)
     if reranker is not None:
-        candidates = reranker.rerank(text, candidates, retriever.indexes[lang])
+        candidates = reranker.rerank(text, candidates, index)
+    candidates = one_per_answer(candidates, index.same_answer)
     kind = policies[lang].decide(candidates)
     latency_ms = (time.perf_counter() - started) * 1000
     return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms)

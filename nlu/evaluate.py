@@ -27,7 +27,7 @@ from nlu.engine import rank_and_decide, warm_up
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, alike_groups, corpus_language, label_ceiling,
                             labelled_apart, load_demo, load_faq_set, load_set, p1_by_language, paired_gain,
                             per_query_metrics, pipeline_curve, policy_outcomes, question_outcomes, rank_metrics,
-                            read_alike, read_json, relevant)
+                            read_alike, read_json, right_choice)
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 
 SETS = ("demo", "localgov", "jhu", "clinc-oos")
@@ -91,7 +91,8 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
         if staged:  # the questions-only index a staged worker starts on
             LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder)
         first_s = time.perf_counter() - started
-        index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads)
+        index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads,
+                              answers=corpus.answers)
         nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policies_from(settings), reranker, settings.nlu_top_k)
         warm_up(reranker, nlu.retriever)  # as the worker's complete_index does
         entries = len(corpus.ids)
@@ -143,7 +144,7 @@ def run_queries(benchmark: Benchmark, nlu: Nlu) -> tuple[dict, dict, list, list]
     for query in tqdm(benchmark.queries, desc=f"{benchmark.name}: pipeline", file=sys.stderr):
         decision, ms = timed(nlu.answer, query.text, query.lang)
         decisions.append(decision)
-        rankings["pipeline"].append([c.faq_id for c in decision.candidates])
+        rankings["pipeline"].append(decision.ranked_ids)
         latencies["pipeline"].append(ms)
     oos = [nlu.answer(q.text, q.lang) for q in tqdm(benchmark.oos, desc=f"{benchmark.name}: out-of-scope",
                                                        file=sys.stderr)]
@@ -165,13 +166,13 @@ def question_rows(benchmark: Benchmark, decisions: list, oos_decisions: list) ->
     apart = {text for text, group in alike_groups(benchmark.queries).items() if labelled_apart(group)}
     rows = []
     for query, decision, outcome in zip([*benchmark.queries, *benchmark.oos], [*decisions, *oos_decisions], outcomes):
-        ids = [c.faq_id for c in decision.candidates]
+        choices = decision.candidates
         rows.append({
             "question": query.text, "language": decision.lang, "outcome": outcome,
             "top_score": round(decision.top.score, 4) if decision.top else None,
-            "candidates": " ".join(ids[:5]),
+            "candidates": " ".join("=".join((c.faq_id, *c.twins)) for c in choices[:5]),  # twins as "a=b"
             "right_entries": " ".join(f"{entry}:{grade}" for entry, grade in query.qrels.items() if grade >= 1),
-            "first_right_rank": next((i + 1 for i, entry in enumerate(ids) if relevant(query.qrels, entry)), None),
+            "first_right_rank": next((i + 1 for i, c in enumerate(choices) if right_choice(query.qrels, c)), None),
             "labelled_apart": bool(query.qrels) and read_alike(query.text) in apart,
         })
     return rows

