@@ -134,6 +134,7 @@ def _log_incoming(services, incoming: Incoming, turn) -> None:
         text,
         event_id=incoming.event_id,
         event_type=incoming.detail,
+        kind=incoming.kind,
         decision=turn.decision,
         faq_id=turn.faq_id,
         score="" if turn.score is None else f"{turn.score:.4f}",

@@ -7,11 +7,13 @@ from collections import Counter
 from datetime import date, datetime, time as clock_time, timedelta
 
 import numpy as np
-from flask import Response, current_app, render_template, request
+from flask import Response, current_app, flash, redirect, render_template, request, url_for
 
 from bot.console import bp
 from bot.console.conversations import anonymous_id
+from bot.console.improve import faq_in_service
 from bot.convlog import GLOBAL_STREAM, decode_entries
+from bot.labelled import labelled_questions, paraphrase_yaml
 
 QUESTION_DECISIONS = {"answered", "clarified", "fallback", "handoff", "human"}
 NEEDED_A_PERSON = {"handoff", "human", "takeover"}
@@ -30,9 +32,14 @@ def _ms(day: date, end_of_day: bool = False) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def turns_between(redis, start: date, end: date) -> list[dict]:
+    """Every turn of every conversation in the period, oldest first."""
+    return decode_entries(redis.xrange(GLOBAL_STREAM, min=_ms(start), max=_ms(end, True)))
+
+
 def numbers(redis, start: date, end: date) -> dict:
     """Everything the dashboard shows, computed from the global conversation log."""
-    turns = decode_entries(redis.xrange(GLOBAL_STREAM, min=_ms(start), max=_ms(end, True)))
+    turns = turns_between(redis, start, end)
     questions = [t for t in turns if t["direction"] == "in" and t.get("decision") in QUESTION_DECISIONS]
     conversations = {(t["platform"], t["user"]) for t in turns if t["direction"] == "in"}
     helped = {(t["platform"], t["user"]) for t in turns if t.get("decision") in NEEDED_A_PERSON}
@@ -93,3 +100,17 @@ def conversations_csv():
                      row.get("last_text", ""), row.get("last_decision", ""), row.get("feedback", ""),
                      datetime.fromtimestamp(int(row["last_ts"]) / 1000).isoformat(timespec="seconds")])
     return _csv(rows, "faqbot-conversations.csv")
+
+
+@bp.get("/labelled.yaml")
+def labelled_yaml():
+    """Residents' questions of the period, labelled by the entry they picked or confirmed (``bot.labelled``)."""
+    start, end = period(request.args)
+    services = current_app.extensions["bot"]
+    faq = faq_in_service(services)
+    if faq is None:
+        flash("The FAQ files are broken (see /healthz): fix them before exporting labelled questions.")
+        return redirect(url_for("console.dashboard", **{"from": start, "to": end}))
+    rows = labelled_questions(turns_between(services.redis, start, end), faq)
+    return Response(paraphrase_yaml(rows, f"{start} to {end}"), mimetype="application/x-yaml",
+                    headers={"Content-Disposition": f"attachment; filename=faqbot-labelled-{start}-{end}.yaml"})

@@ -6,7 +6,7 @@ from flask import Response, current_app, flash, redirect, render_template, reque
 
 from bot.console import bp
 from bot.unanswered import unpack
-from nlu.faq import FaqError, load_faq
+from nlu.faq import FaqError, load_faq, with_alternates
 from nlu.faq_patch import patch
 
 SAME_QUESTION = 0.92  # cosine of e5 embeddings above which two questions count as one
@@ -37,6 +37,12 @@ def _faq():
         return load_faq(current_app.extensions["bot"].settings.faq_dir)
     except FaqError:
         return None
+
+
+def faq_in_service(services):
+    """The FAQ as the worker serves it: the files plus the alternates operators accepted (None: files broken)."""
+    faq = _faq()
+    return faq and with_alternates(faq, services.overlay.snapshot()[1], faq.signature)
 
 
 @bp.get("/unanswered")
