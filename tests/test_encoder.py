@@ -199,6 +199,32 @@ def test_a_corpus_adapts_on_its_answers_with_whole_entries_held_out(tmp_path):
         assert lst.candidates[0] == f"質問{i}は？" and len(lst.candidates) == SIZE
 
 
+def test_residents_labelled_questions_train_against_the_questions_of_the_entries_nearest_them(tmp_path):
+    """The console's export (``bot.labelled``) feeds ``--adapt``: a resident's wording against the FAQ's."""
+    import yaml
+
+    from nlu.faq import load_faq
+    from nlu.training.lists import SIZE, adapt_lists, labelled_lists
+
+    faq = load_faq(PROJECT_ROOT / "faq_data")
+    questions = [{"faq": "privacy-retention", "lang": "en", "text": "how long is my email kept"},
+                 {"faq": "venue-register", "lang": "ja", "text": "店のコードはどうやってもらうの"},
+                 {"faq": "no-such-entry", "lang": "en", "text": "an entry since removed"}]
+    path = tmp_path / "labelled.yaml"
+    path.write_text(yaml.safe_dump({"queries": questions}, allow_unicode=True), encoding="utf-8")
+    embedder = TunedEncoder.load(SHIPPED["en"])
+    [english] = labelled_lists(path, faq, "en", embedder)
+    assert english.query == "how long is my email kept" and english.source == "labelled"
+    assert english.candidates[0] == faq.get("privacy-retention").text("en").question and len(english.candidates) == SIZE
+    assert len(set(english.candidates)) == SIZE and english.group == "privacy-retention"
+    train, dev = adapt_lists(PROJECT_ROOT / "faq_data", "en", embedder, labelled=path)
+    assert [lst.query for lst in train + dev if lst.source == "labelled"] == ["how long is my email kept"]
+    from nlu.training.tune_encoder import main
+
+    with pytest.raises(SystemExit):  # the labels name entries of a FAQ folder, not of a corpus
+        main(["--labelled", str(path), "--adapt", str(tmp_path / "corpus.json"), "--out", str(tmp_path / "x")])
+
+
 def test_an_answer_gives_its_first_sentences_that_read_like_prose_as_pseudo_queries():
     from nlu.training.lists import answer_queries
 

@@ -19,7 +19,8 @@ cross-entropy over the list, so the model learns to *order* close candidates.
   queries): query = one of the first sentences of an answer (``answer_queries``);
   gold = its question; negatives = questions of the nearest entries after
   skipping the 3 nearest (near-duplicates).
-* ``adapt_lists``: the same two kinds from one deployment's FAQ alone.
+* ``adapt_lists``: the same two kinds from one deployment's FAQ alone, plus, when it has them, residents'
+  questions labelled by their own choices (``labelled_lists``, exported from the operator console).
 
 Lists of 10% of CLINC intents, FAQ entries and corpus entries are held out
 (never trained on) to choose the weight of the CE's correction.  Each list
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from nlu.faq import LANGUAGES, load_faq
 from nlu.retrieval import Fusion
@@ -216,19 +218,45 @@ def corpus_lists(path: Path, embedder, source: str, sentences: int = ANSWER_SENT
     return answer_lists([(q, a) for _, q, a in corpus_entries(path)], embedder, source, LANG[source], sentences)
 
 
-def adapt_lists(path, lang: str, embedder, seed: int = 13,
-                sentences: int = ANSWER_SENTENCES) -> tuple[list[RankList], list[RankList]]:
-    """(train, held-out) lists from one FAQ alone, to adapt an encoder to it without residents' questions.
+def labelled_lists(path: Path, faq, lang: str, embedder) -> list[RankList]:
+    """Each labelled question of ``lang`` -> its entry's question, among the questions of the 7 entries nearest
+    to it; ``path``: a paraphrase YAML (``benchmarks/demo_paraphrases.yaml``'s format, as the operator console
+    exports residents' questions, ``bot.labelled``).
+
+    These are the pairs the FAQ's own texts cannot give: a resident's wording against the FAQ's.  Questions
+    labelled with an entry the FAQ no longer has are skipped."""
+    rows = [(q["text"], q["faq"]) for q in yaml.safe_load(Path(path).read_text(encoding="utf-8"))["queries"]
+            if q["lang"] == lang and faq.get(q["faq"])]
+    if not rows or len(faq.entries) < SIZE:
+        return []
+    ids = [e.id for e in faq.entries]
+    questions = [e.text(lang).question for e in faq.entries]
+    vectors, asked = np.asarray(embedder.query(questions)), np.asarray(embedder.query([t for t, _ in rows]))
+    score = PoolScorer(questions, lang)
+    out = []
+    for (text, faq_id), vector in zip(rows, asked):
+        gold = ids.index(faq_id)
+        candidates = [gold] + [int(j) for j in np.argsort(-(vectors @ vector)) if j != gold][: SIZE - 1]
+        out.append(RankList(text, tuple(questions[j] for j in candidates),
+                            score(text, candidates, vectors[candidates] @ vector), "labelled", faq_id))
+    return out
+
+
+def adapt_lists(path, lang: str, embedder, seed: int = 13, sentences: int = ANSWER_SENTENCES,
+                labelled: Path | None = None) -> tuple[list[RankList], list[RankList]]:
+    """(train, held-out) lists from one FAQ alone, to adapt an encoder to it.
 
     ``path``: a FAQ folder (YAML, as ``faq_data/``: each phrasing against the entry's others, and the first
     sentences of each answer against its question) or a corpus JSON in the LocalgovFAQ format (answers only).  Needs no
-    shared datasets, so a deployment can run it on its own FAQ after editing it.
+    shared datasets, so a deployment can run it on its own FAQ after editing it.  ``labelled``: residents'
+    questions labelled with entries of a FAQ folder (``labelled_lists``).
     """
     path, rng = Path(path), random.Random(seed)
     if path.is_dir():
         faq = load_faq(path)
         lists = phrasing_lists(faq, lang, embedder, rng)
         entries = [(e.text(lang).question, e.text(lang).answer) for e in faq.entries]
+        lists += labelled_lists(labelled, faq, lang, embedder) if labelled else []
     else:
         lists, entries = [], [(q, a) for _, q, a in corpus_entries(path)]
     lists += answer_lists(entries, embedder, "answers", lang, sentences)

