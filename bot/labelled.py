@@ -88,8 +88,9 @@ def paraphrase_yaml(rows: list[dict], period: str) -> str:
              f"{sum(r['how'] == CONFIRMED for r in rows)} confirmed with a thumbs-up.",
              "# Measure: python -m nlu.evaluate --queries FILE --json out.json",
              "# Calibrate: python -m nlu.calibrate --queries FILE --holdout",
-             "# Before calibrating, add questions the FAQ does not cover, as benchmarks/demo_paraphrases.yaml does",
-             "# (out_of_scope: {ja: [...], en: [...]}): without them nothing stops the bot answering everything."]
+             "# The harness adds 400 out-of-scope questions from ../shared/datasets where it is; add residents'",
+             "# questions the FAQ does not cover too (out_of_scope: {ja: [...], en: [...]}, as",
+             "# benchmarks/demo_paraphrases.yaml has them): without any, nothing stops the bot answering everything."]
     body = yaml.safe_dump({"queries": [{"faq": r["faq"], "lang": r["lang"], "text": r["text"]} for r in rows]},
                           allow_unicode=True, sort_keys=False, width=1000)
     return "\n".join(lines) + "\n" + body

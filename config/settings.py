@@ -90,7 +90,7 @@ class Settings:
     nlu_top_k: int = 10
     # The policy, per language (English and Japanese scores come from different encoders and re-rankers):
     # python -m nlu.calibrate --set demo jhu localgov --joint
-    nlu_answer_threshold_ja: float = 0.88
+    nlu_answer_threshold_ja: float = 0.888
     nlu_answer_margin_ja: float = 0.005
     nlu_answer_lead_ja: float = 0.024
     nlu_clarify_threshold_ja: float = 0.864

@@ -302,7 +302,8 @@ def benchmarks_from(args, parser, answer_chars: int) -> list[Benchmark]:
     names = args.sets or ([] if custom else ["demo"])
     # Without --corpus, --queries keeps its old meaning: another demo paraphrase YAML.
     demo_path = args.queries if args.queries and not custom else DEMO_QUERIES
-    chosen = [load_demo(demo_path) if n == "demo" else load_set(n, args.data_dir, answer_chars) for n in names]
+    chosen = [load_demo(demo_path, args.data_dir) if n == "demo" else load_set(n, args.data_dir, answer_chars)
+              for n in names]
     return [b.limited(args.limit) for b in chosen + custom]
 
 
