@@ -141,7 +141,7 @@ def outside_questions(data_dir: Path) -> list[Query]:
     ``oos_val``).  Empty where the shared datasets are missing.
 
     The paraphrase YAML's 25 a language were too few and too far from city matters: with them the bot answered
-    4 % of out-of-scope Japanese questions, but 11 % of 300 LocalgovFAQ questions ("I lost my health insurance
+    4 % of out-of-scope Japanese questions, but 9 % of 300 LocalgovFAQ questions ("I lost my health insurance
     card", "where do I ask about nursing care") got an answer from the tracing FAQ (2026-11-26)."""
     corpus, clinc = Path(data_dir) / "faq" / "localgov" / "corpus.json", Path(data_dir) / CLINC_FILE
     out = []
