@@ -105,6 +105,7 @@ class Settings:
     nlu_tuned_encoder: str = ",".join(str(PROJECT_ROOT / "models" / f"e5-small-{lang}") for lang in ("en", "ja"))
     nlu_reranker_dir: str = "off"  # a cross-encoder folder (python -m nlu.training.train); none ships yet
     nlu_rerank_depth: int = 10  # retrieved candidates the re-ranker reads
+    nlu_outside_file: str = ""  # questions the FAQ does not answer, one a line: none answered outright nearer one
     # weight of token-level re-scoring per language, where a tuned encoder serves it; 0: off (it lowered Japanese)
     nlu_late_interaction_ja: float = 0.0
     nlu_late_interaction_en: float = 0.2
@@ -205,6 +206,8 @@ class Settings:
             if not (Path(directory) / "model.safetensors").is_file():
                 raise SettingsError(f"NLU_TUNED_ENCODER: no model.safetensors in {directory} "
                                     "(train one with python -m nlu.training.tune_encoder, or set it to off)")
+        if self.nlu_outside_file and not Path(self.nlu_outside_file).is_file():
+            raise SettingsError(f"NLU_OUTSIDE_FILE: no file {self.nlu_outside_file}")
         if self.reranker_enabled and not (Path(self.nlu_reranker_dir) / "model.safetensors").is_file():
             raise SettingsError(f"NLU_RERANKER_DIR: no model.safetensors in {self.nlu_reranker_dir} "
                                 "(train one with python -m nlu.training.train, or set it to off)")

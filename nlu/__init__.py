@@ -8,13 +8,13 @@ from __future__ import annotations
 from config.settings import SettingsError
 from nlu.decision import ANSWER, CLARIFY, FALLBACK, Candidate, Decision, Policy
 from nlu.engine import Nlu
-from nlu.faq import LANGUAGES, Faq, FaqEntry, FaqError, load_faq
+from nlu.faq import LANGUAGES, Faq, FaqEntry, FaqError, load_faq, read_outside_questions
 from nlu.text import detect_language
 
 __all__ = [
     "ANSWER", "CLARIFY", "FALLBACK", "LANGUAGES", "Candidate", "Decision", "Policy", "Nlu",
     "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language",
-    "build_nlu", "build_embedder", "build_reranker", "load_e5", "load_encoders", "policies_from",
+    "build_nlu", "build_embedder", "build_reranker", "load_e5", "load_encoders", "outside_questions", "policies_from",
 ]
 
 
@@ -36,7 +36,12 @@ def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
     return Nlu(settings.faq_dir, policies_from(settings), build_embedder(settings, *encoders),
                reranker=build_reranker(settings, encoders[1]), top_k=settings.nlu_top_k, overlay=overlay,
                answer_chars=settings.nlu_answer_chars,
-               staged=staged and settings.nlu_cache_dir != "off")
+               staged=staged and settings.nlu_cache_dir != "off", outside=outside_questions(settings))
+
+
+def outside_questions(settings) -> tuple[str, ...]:
+    """``NLU_OUTSIDE_FILE``'s questions, or none."""
+    return read_outside_questions(settings.nlu_outside_file) if settings.nlu_outside_file else ()
 
 
 def load_e5(threads: int):

@@ -134,20 +134,28 @@ def load_clinc(path: Path, per_intent: int = 10, seed: int = 0) -> Benchmark:
     return Benchmark("clinc-oos", queries, [Query(text, "en") for text, _ in data["oos_val"]], corpus)
 
 
-def outside_questions(data_dir: Path) -> list[Query]:
+def city_questions(data_dir: Path) -> tuple[list[str], list[str]]:
+    """Another city's FAQ questions (the LocalgovFAQ corpus's entries, never its queries; category tags
+    removed), as (the fixed sample of ``OUTSIDE_SAMPLE`` the demo set asks as out-of-scope, the rest); the rest
+    is what ``nlu.evaluate --outside`` was measured with.  Empty where the corpus is missing."""
+    corpus = Path(data_dir) / "faq" / "localgov" / "corpus.json"
+    if not corpus.exists():
+        return [], []
+    questions = sorted({_CATEGORY_TAG.sub("", split_entry(v)[0]).strip() for v in read_json(corpus).values()})
+    asked = random.Random(0).sample(questions, OUTSIDE_SAMPLE)
+    return asked, [text for text in questions if text not in set(asked)]
+
+
+def extra_out_of_scope(data_dir: Path) -> list[Query]:
     """What a city's residents ask its account besides our FAQ's topic (QR-code contact tracing), as
-    out-of-scope questions: a fixed sample of another city's FAQ questions (the LocalgovFAQ corpus, Japanese;
-    its entries, never its queries) and CLINC150's ``oos_train`` (English; JHU's out-of-scope set is
-    ``oos_val``).  Empty where the shared datasets are missing.
+    out-of-scope questions: ``city_questions``' sample (Japanese) and CLINC150's ``oos_train`` (English; JHU's
+    out-of-scope set is ``oos_val``).  Empty where the shared datasets are missing.
 
     The paraphrase YAML's 25 a language were too few and too far from city matters: with them the bot answered
     4 % of out-of-scope Japanese questions, but 9 % of 300 LocalgovFAQ questions ("I lost my health insurance
     card", "where do I ask about nursing care") got an answer from the tracing FAQ (2026-11-26)."""
-    corpus, clinc = Path(data_dir) / "faq" / "localgov" / "corpus.json", Path(data_dir) / CLINC_FILE
-    out = []
-    if corpus.exists():
-        questions = sorted({_CATEGORY_TAG.sub("", split_entry(v)[0]).strip() for v in read_json(corpus).values()})
-        out += [Query(text, "ja") for text in random.Random(0).sample(questions, OUTSIDE_SAMPLE)]
+    clinc = Path(data_dir) / CLINC_FILE
+    out = [Query(text, "ja") for text in city_questions(data_dir)[0]]
     if clinc.exists():
         out += [Query(text, "en") for text, _ in read_json(clinc)["oos_train"]]
     return out
@@ -156,11 +164,11 @@ def outside_questions(data_dir: Path) -> list[Query]:
 def load_demo(path: Path = DEMO_QUERIES, data_dir: Path | None = DATA_DIR) -> Benchmark:
     """Our own paraphrase set (or a labelled export in its format, ``bot.labelled``) against ``faq_data``: one
     right entry per question, plus the out-of-scope questions it lists and, unless ``data_dir`` is None,
-    ``outside_questions``."""
+    ``extra_out_of_scope``."""
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     queries = [Query(q["text"], q["lang"], {q["faq"]: 1}) for q in data["queries"]]
     oos = [Query(text, lang) for lang, texts in data.get("out_of_scope", {}).items() for text in texts]
-    return Benchmark("demo", queries, oos + (outside_questions(data_dir) if data_dir else []))
+    return Benchmark("demo", queries, oos + (extra_out_of_scope(data_dir) if data_dir else []))
 
 
 def load_set(name: str, data_dir: Path, answer_chars: int = 0) -> Benchmark:
@@ -251,8 +259,8 @@ def paired_gain(new: np.ndarray, old: np.ndarray, draws: int = 2000, seed: int =
 @dataclass
 class Scored:
     """Per question: the top two scores, the top's lead over the shortlist (``nlu.decision.lead``), whether the
-    top one / any of the top three / of the next three is right, and its language (each language has its own
-    thresholds)."""
+    top one / any of the top three / of the next three is right, its language (each language has its own
+    thresholds) and the best score of a question the FAQ does not answer (``Decision.outside``)."""
 
     top: np.ndarray
     second: np.ndarray
@@ -261,6 +269,7 @@ class Scored:
     right_offered: np.ndarray
     right_next: np.ndarray
     lang: np.ndarray
+    outside: np.ndarray
 
     @classmethod
     def from_decisions(cls, decisions, qrels_list=None) -> "Scored":
@@ -277,7 +286,8 @@ class Scored:
                    np.array([lead_of(c.score for c in d.candidates) for d in decisions], dtype=float),
                    np.array(first, dtype=bool),
                    np.array(offered, dtype=bool), np.array(after, dtype=bool),
-                   np.array([d.lang for d in decisions], dtype=object))
+                   np.array([d.lang for d in decisions], dtype=object),
+                   np.array([d.outside for d in decisions], dtype=float))
 
     def part(self, rows) -> "Scored":
         return Scored(**{name: values[rows] for name, values in vars(self).items()})
@@ -285,7 +295,8 @@ class Scored:
     def answered(self, answer: float, margin: float, lead: float) -> np.ndarray:
         """``Policy.decide``'s answer rule (clarify <= answer, so an answered question is never below it)."""
         with np.errstate(invalid="ignore"):  # no candidates: -inf - -inf is nan, and nan >= margin is False
-            return (self.top >= answer) & (self.top - self.second >= margin) & (self.lead >= lead)
+            return ((self.top >= answer) & (self.top - self.second >= margin) & (self.lead >= lead)
+                    & (self.top > self.outside))
 
 
 def outcome_shares(scored: Scored, answered, clarified, oos_answered, oos_clarified) -> dict:

@@ -48,6 +48,7 @@ class Decision:
     lang: str
     candidates: tuple[Candidate, ...]
     latency_ms: float = 0.0
+    outside: float = float("-inf")  # the best score of a question the FAQ does not answer (``Policy.decide``)
 
     @property
     def top(self) -> Candidate | None:
@@ -75,8 +76,9 @@ def lead(scores) -> float:
 
 @dataclass(frozen=True)
 class Policy:
-    """Answer when the best score is high, clearly ahead of the runner-up and standing out of the shortlist
-    (``lead``); clarify when it is plausible."""
+    """Answer when the best score is high, clearly ahead of the runner-up, standing out of the shortlist
+    (``lead``) and above every question the FAQ does not answer (``outside``: the best score among them, on the
+    same scale; see ``NLU_OUTSIDE_FILE``); clarify when it is plausible."""
 
     answer_threshold: float
     answer_margin: float
@@ -84,12 +86,12 @@ class Policy:
     clarify_threshold: float
     clarify_count: int = 3
 
-    def decide(self, candidates) -> str:
+    def decide(self, candidates, outside: float = float("-inf")) -> str:
         if not candidates or candidates[0].score < self.clarify_threshold:
             return FALLBACK
         scores = [c.score for c in candidates]
         runner_up = scores[1] if len(scores) > 1 else float("-inf")
         if (scores[0] >= self.answer_threshold and scores[0] - runner_up >= self.answer_margin
-                and lead(scores) >= self.answer_lead):
+                and lead(scores) >= self.answer_lead and scores[0] > outside):
             return ANSWER
         return CLARIFY

@@ -31,9 +31,10 @@ def rank_and_decide(retriever, policies: dict, reranker, top_k: int, text: str, 
     if reranker is not None:
         candidates = reranker.rerank(text, candidates, index)
     candidates = one_per_answer(candidates, index.same_answer)
-    kind = policies[lang].decide(candidates)
+    outside = index.outside_score(text)
+    kind = policies[lang].decide(candidates, outside)
     latency_ms = (time.perf_counter() - started) * 1000
-    return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms)
+    return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms, outside=outside)
 
 
 def warm_up(reranker, retriever) -> None:
@@ -49,8 +50,9 @@ class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
     def __init__(self, faq_dir, policies: dict[str, Policy], embedder, reranker=None, top_k: int = 10, overlay=None,
-                 answer_chars: int = 0, staged: bool = False):
+                 answer_chars: int = 0, staged: bool = False, outside=()):
         self.faq_dir = faq_dir
+        self.outside = tuple(outside)  # questions the FAQ does not answer (``LanguageIndex.outside_score``)
         self.answer_chars = answer_chars  # how much of each answer the index embeds with its question
         self.overlay = overlay  # () -> (version, {(faq id, lang): [accepted alternates]}), or None
         self.policies = policies  # language -> Policy
@@ -62,7 +64,7 @@ class Nlu:
         self._lock = threading.Lock()
         faq = self._load()  # the first load must succeed: nothing to fall back to
         chars = 0 if staged else answer_chars
-        self._current = (faq, HybridRetriever.for_faq(faq, embedder, chars), chars)
+        self._current = (faq, HybridRetriever.for_faq(faq, embedder, chars, self.outside), chars)
         self.loaded_at = time.time()
 
     @property
@@ -85,7 +87,7 @@ class Nlu:
         faq = self.faq
         if not self.index_complete:
             started = time.perf_counter()
-            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars)
+            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars, self.outside)
             with self._lock:
                 if self.faq is faq:
                     self._current = (faq, retriever, self.answer_chars)
@@ -115,7 +117,8 @@ class Nlu:
                     log.error("FAQ not reloaded, still serving the previous version: %s", error)
                 self.last_error = str(error)
                 return False
-            self._current = (faq, HybridRetriever.for_faq(faq, self.embedder, self.answer_chars), self.answer_chars)
+            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars, self.outside)
+            self._current = (faq, retriever, self.answer_chars)
             self.last_error = None
             self.loaded_at = time.time()
             log.info("FAQ reloaded: %d entries", len(faq.entries))

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import Nlu, build_embedder, build_reranker, load_encoders, policies_from
+from nlu import Nlu, build_embedder, build_reranker, detect_language, load_encoders, outside_questions, policies_from
 from nlu.engine import rank_and_decide, warm_up
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, alike_groups, corpus_language, label_ceiling,
                             labelled_apart, load_demo, load_faq_set, load_set, p1_by_language, paired_gain,
@@ -81,7 +81,7 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
     cached = build_embedder(settings, *encoders, wrap=counting)
     if benchmark.corpus is None:
         nlu = Nlu(settings.faq_dir, policies_from(settings), cached, reranker=reranker, top_k=settings.nlu_top_k,
-                  answer_chars=settings.nlu_answer_chars, staged=staged)
+                  answer_chars=settings.nlu_answer_chars, staged=staged, outside=outside_questions(settings))
         first_s = time.perf_counter() - started
         nlu.complete_index()
         entries = len(nlu.faq.entries)
@@ -91,8 +91,9 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
         if staged:  # the questions-only index a staged worker starts on
             LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder)
         first_s = time.perf_counter() - started
+        outside = [text for text in outside_questions(settings) if detect_language(text) == corpus.lang]
         index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads,
-                              answers=corpus.answers)
+                              answers=corpus.answers, outside=outside)
         nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policies_from(settings), reranker, settings.nlu_top_k)
         warm_up(reranker, nlu.retriever)  # as the worker's complete_index does
         entries = len(corpus.ids)
@@ -322,6 +323,8 @@ def add_data_options(parser) -> None:
     parser.add_argument("--reranker", help="cross-encoder directory (it replaces late interaction), or off "
                                            "(default: NLU_RERANKER_DIR, as the bot)")
     parser.add_argument("--limit", type=int, help="only the first N questions (in-scope and out-of-scope)")
+    parser.add_argument("--outside", type=Path, help="questions the FAQ does not answer, one a line (default: "
+                                                     "NLU_OUTSIDE_FILE, as the bot)")
 
 
 def settings_for(args) -> Settings:
@@ -331,6 +334,8 @@ def settings_for(args) -> Settings:
         settings = settings.replace(nlu_reranker_dir=args.reranker)
     if args.answer_chars is not None:
         settings = settings.replace(nlu_answer_chars=args.answer_chars)
+    if args.outside:
+        settings = settings.replace(nlu_outside_file=str(args.outside))
     settings.check()
     return settings
 

@@ -64,6 +64,16 @@ class Faq:
         return self._by_id.get(faq_id)
 
 
+def read_outside_questions(path) -> tuple[str, ...]:
+    """``NLU_OUTSIDE_FILE``: one question a line that the FAQ does not answer (another department's FAQ, say),
+    in either language; blank lines and lines starting with ``#`` are skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise FaqError(str(path), "-", "-", f"cannot read the outside questions: {error}") from None
+    return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+
 def with_alternates(faq: Faq, extra: dict, signature: tuple) -> Faq:
     """The FAQ plus alternates accepted by operators: {(faq id, lang): [texts]}; unknown ids are skipped."""
     entries = []

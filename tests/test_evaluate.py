@@ -177,13 +177,15 @@ def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_p
 
 
 def test_the_demo_set_also_asks_other_city_matters_and_general_requests_as_out_of_scope():
-    from nlu.benchmarks import DATA_DIR, OUTSIDE_SAMPLE, load_demo, outside_questions
+    from nlu.benchmarks import DATA_DIR, OUTSIDE_SAMPLE, city_questions, extra_out_of_scope, load_demo
 
-    outside = outside_questions(DATA_DIR)
+    outside = extra_out_of_scope(DATA_DIR)
     japanese = [q.text for q in outside if q.lang == "ja"]
     assert len(japanese) == OUTSIDE_SAMPLE and len(outside) == OUTSIDE_SAMPLE + 100
     assert not any(text.startswith("【") for text in japanese)  # residents type no category tags
-    assert all(not q.qrels for q in outside) and outside == outside_questions(DATA_DIR)  # a fixed sample
+    assert all(not q.qrels for q in outside) and outside == extra_out_of_scope(DATA_DIR)  # a fixed sample
     demo, alone = load_demo(), load_demo(data_dir=None)
     assert len(alone.oos) == 50 and demo.oos == alone.oos + outside
-    assert outside_questions(DATA_DIR / "missing") == []
+    assert extra_out_of_scope(DATA_DIR / "missing") == []
+    asked, rest = city_questions(DATA_DIR)
+    assert asked == japanese and not set(asked) & set(rest) and len(rest) > 1000

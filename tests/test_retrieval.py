@@ -194,3 +194,31 @@ def test_a_question_about_either_twin_gets_one_choice_for_their_answer(tmp_path,
         decision = small.answer(question, lang)
         assert {decision.top.faq_id, *decision.top.twins} == {"moving-in", "moving-out"}, decision.candidates
         assert [c.faq_id for c in decision.candidates[1:]] == ["garbage"]
+
+
+def test_an_answer_is_not_given_outright_to_a_question_nearer_one_the_faq_does_not_answer(tmp_path, nlu):
+    """``NLU_OUTSIDE_FILE``: another department's questions; residents asking them get choices, not an answer."""
+    from nlu import outside_questions
+    from config.settings import Settings
+
+    assert POLICY.decide([Candidate("a", 0.95), Candidate("b", 0.80)], outside=0.96) == CLARIFY
+    assert POLICY.decide([Candidate("a", 0.95), Candidate("b", 0.80)], outside=0.94) == ANSWER
+    faq = tmp_path / "faq"
+    faq.mkdir()
+    garbage = ("燃えるごみは月曜と木曜です。", "Burnable garbage goes out on Mondays and Thursdays.")
+    entries = [entry("garbage", ["ごみの収集日はいつですか", "ごみの日", "収集日"],
+                     ["When is garbage collected", "trash day", "pickup day"], garbage)]
+    write(faq, yaml.safe_dump({"entries": entries}, allow_unicode=True))
+    listed = tmp_path / "outside.txt"
+    listed.write_text("# other departments\nCan I get a discount on my water bill?\n\n水道料金の割引はありますか\n",
+                      encoding="utf-8")
+    settings = Settings(faq_dir=str(faq), nlu_outside_file=str(listed))
+    assert outside_questions(settings) == ("Can I get a discount on my water bill?", "水道料金の割引はありますか")
+    bold = same_policies(0.0, 0.0, 0.0)  # anything would be answered
+    plain = Nlu(faq, bold, nlu.embedder)
+    guarded = Nlu(faq, bold, nlu.embedder, outside=outside_questions(settings))
+    for question, lang in (("Can I get a discount on my water bill?", "en"), ("水道料金の割引はありますか", "ja")):
+        assert plain.answer(question, lang).kind == ANSWER
+        decision = guarded.answer(question, lang)
+        assert decision.kind == CLARIFY and decision.outside > decision.top.score
+    assert guarded.answer("When is garbage collected", "en").kind == ANSWER

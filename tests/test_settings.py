@@ -35,6 +35,7 @@ def test_production_with_its_secrets_talks_to_line_itself(tmp_path):
     ({"BOT_MODE": "staging"}, "BOT_MODE must be 'local' or 'production'"),
     ({"NLU_CLARIFY_THRESHOLD_JA": "0.99", "NLU_ANSWER_THRESHOLD_JA": "0.9"}, "_JA must not exceed"),
     ({"JOB_RETRY_INTERVALS": "1,x"}, "JOB_RETRY_INTERVALS"),
+    ({"NLU_OUTSIDE_FILE": "/no/such/outside.txt"}, "NLU_OUTSIDE_FILE: no file /no/such/outside.txt"),
 ])
 def test_a_bad_value_is_refused_with_the_variables_name(env, match):
     with pytest.raises(SettingsError, match=match):
