@@ -33,6 +33,7 @@ def healthz():
         "faq_entries": beat.get("faq_entries", 0),
         "faq_error": beat.get("faq_error", ""),
         "faq_index": beat.get("faq_index", ""),
+        "outside_questions": beat.get("outside_questions", 0),
         "queued": services.queue.count,
     }
     ok = checks["worker"] == "ok" and checks["faq"] == "ok"

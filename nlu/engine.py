@@ -137,4 +137,5 @@ class Nlu:
     def status(self) -> dict:
         """What /healthz and operators need to know about the FAQ in service."""
         return {"faq_entries": len(self.faq.entries), "faq_loaded_at": self.loaded_at, "faq_error": self.last_error or "",
-                "faq_index": "complete" if self.index_complete else "questions only (answer heads being embedded)"}
+                "faq_index": "complete" if self.index_complete else "questions only (answer heads being embedded)",
+                "outside_questions": len(self.outside)}

@@ -13,7 +13,7 @@ def test_healthz_is_200_once_the_worker_beats(client, worker):
     beat(worker)
     body = client.get("/healthz").get_json()
     assert body["ok"] is True and body["faq_entries"] >= 40 and body["redis"] == "ok"
-    assert body["faq_index"] == "complete"
+    assert body["faq_index"] == "complete" and body["outside_questions"] == 0
 
 
 def test_healthz_is_503_when_redis_is_unreachable(settings):

@@ -222,3 +222,4 @@ def test_an_answer_is_not_given_outright_to_a_question_nearer_one_the_faq_does_n
         decision = guarded.answer(question, lang)
         assert decision.kind == CLARIFY and decision.outside > decision.top.score
     assert guarded.answer("When is garbage collected", "en").kind == ANSWER
+    assert guarded.status()["outside_questions"] == 2 and plain.status()["outside_questions"] == 0
