@@ -7,6 +7,7 @@ found in the language the resident wrote in.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import bm25s
@@ -76,9 +77,7 @@ def shared_answers(ids: list[str], answers: list[str]) -> dict[str, str]:
         key = " ".join(normalize(answer).split())
         if key:
             key_of[faq_id] = first.setdefault(key, faq_id)
-    counts = {}
-    for key in key_of.values():
-        counts[key] = counts.get(key, 0) + 1
+    counts = Counter(key_of.values())
     return {faq_id: key for faq_id, key in key_of.items() if counts[key] > 1}
 
 
