@@ -1,14 +1,16 @@
-"""Alternate phrasings accepted by operators, kept in Redis until merged into the FAQ files.
+"""Alternate phrasings accepted by operators, kept in Redis until merged into the FAQ files, and questions
+they marked as not the FAQ's business ("outside" questions, ``NLU_OUTSIDE_FILE``).
 
 Redis, not a file, because web and worker may run on different machines;
 the worker folds these into the FAQ it serves (``Nlu(overlay=…)``) and the
-console exports them as a patch to ``faq_data/``.
+console exports them: alternates as a patch to ``faq_data/``, outside
+questions as lines to add to the outside file.
 """
 from __future__ import annotations
 
 import json
 
-_KEY, _VERSION = "faq:overlay", "faq:overlay:version"
+_KEY, _VERSION, _OUTSIDE = "faq:overlay", "faq:overlay:version", "faq:overlay:outside"
 
 
 class FaqOverlay:
@@ -24,14 +26,24 @@ class FaqOverlay:
             pipe.incr(_VERSION)
             pipe.execute()
 
-    def snapshot(self) -> tuple[int, dict]:
-        """(version, {(faq id, lang): [texts]}) — what ``Nlu`` asks for on each heartbeat."""
+    def add_outside(self, texts) -> None:
+        """Questions the FAQ does not answer: the worker stops answering what is nearer them than any entry."""
+        texts = [text for text in texts if text.strip()]
+        if texts:
+            pipe = self.redis.pipeline()
+            pipe.sadd(_OUTSIDE, *texts)
+            pipe.incr(_VERSION)
+            pipe.execute()
+
+    def snapshot(self) -> tuple[int, dict, tuple]:
+        """(version, {(faq id, lang): [texts]}, outside questions) — what ``Nlu`` asks for on each heartbeat."""
         pipe = self.redis.pipeline()
         pipe.get(_VERSION)
         pipe.hgetall(_KEY)
-        version, raw = pipe.execute()
+        pipe.smembers(_OUTSIDE)
+        version, raw, outside = pipe.execute()
         extra = {tuple(k.decode().split("|", 1)): json.loads(v) for k, v in raw.items()}
-        return int(version or 0), extra
+        return int(version or 0), extra, tuple(sorted(text.decode() for text in outside))
 
     def clear(self) -> None:
         """After the patch was applied to the files, the overlay is no longer needed."""

@@ -53,8 +53,9 @@ class Nlu:
                  answer_chars: int = 0, staged: bool = False, outside=()):
         self.faq_dir = faq_dir
         self.outside = tuple(outside)  # questions the FAQ does not answer (``LanguageIndex.outside_score``)
+        self.outside_in_service = self.outside  # with those operators marked (the overlay's), as last loaded
         self.answer_chars = answer_chars  # how much of each answer the index embeds with its question
-        self.overlay = overlay  # () -> (version, {(faq id, lang): [accepted alternates]}), or None
+        self.overlay = overlay  # () -> (version, {(faq id, lang): [accepted alternates]}, outside questions), or None
         self.policies = policies  # language -> Policy
         self.embedder = embedder
         self.reranker = reranker
@@ -64,7 +65,7 @@ class Nlu:
         self._lock = threading.Lock()
         faq = self._load()  # the first load must succeed: nothing to fall back to
         chars = 0 if staged else answer_chars
-        self._current = (faq, HybridRetriever.for_faq(faq, embedder, chars, self.outside), chars)
+        self._current = (faq, HybridRetriever.for_faq(faq, embedder, chars, self.outside_in_service), chars)
         self.loaded_at = time.time()
 
     @property
@@ -87,7 +88,7 @@ class Nlu:
         faq = self.faq
         if not self.index_complete:
             started = time.perf_counter()
-            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars, self.outside)
+            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars, self.outside_in_service)
             with self._lock:
                 if self.faq is faq:
                     self._current = (faq, retriever, self.answer_chars)
@@ -117,7 +118,7 @@ class Nlu:
                     log.error("FAQ not reloaded, still serving the previous version: %s", error)
                 self.last_error = str(error)
                 return False
-            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars, self.outside)
+            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars, self.outside_in_service)
             self._current = (faq, retriever, self.answer_chars)
             self.last_error = None
             self.loaded_at = time.time()
@@ -130,12 +131,15 @@ class Nlu:
         return (signature_of(self.faq_dir), version)
 
     def _load(self) -> Faq:
+        """The FAQ files with the overlay's alternates; also takes the overlay's outside questions."""
         signature = self._signature()
-        extra = self.overlay()[1] if self.overlay else {}
-        return with_alternates(load_faq(self.faq_dir), extra, signature)
+        _, extra, marked = self.overlay() if self.overlay else (0, {}, ())
+        faq = with_alternates(load_faq(self.faq_dir), extra, signature)
+        self.outside_in_service = self.outside + tuple(text for text in marked if text not in self.outside)
+        return faq
 
     def status(self) -> dict:
         """What /healthz and operators need to know about the FAQ in service."""
         return {"faq_entries": len(self.faq.entries), "faq_loaded_at": self.loaded_at, "faq_error": self.last_error or "",
                 "faq_index": "complete" if self.index_complete else "questions only (answer heads being embedded)",
-                "outside_questions": len(self.outside)}
+                "outside_questions": len(self.outside_in_service)}

@@ -107,3 +107,22 @@ def test_the_unanswered_queue_forgets_old_questions_and_stays_bounded(redis, mon
     for text in ("一", "二", "三"):
         queue.add("line", "U1", text, "ja", "fallback", [], [1.0, 0.0])
     assert sorted(i["text"] for i in queue.items()) == ["三", "二"]
+
+
+def test_a_question_marked_not_ours_is_no_longer_answered_outright(operator, small_worker, monkeypatch):
+    from nlu import ANSWER, CLARIFY
+
+    question = "粗大ごみの収集を申し込みたい"  # another department's: the copied FAQ is about costs and QR codes
+    nlu = small_worker.dialogue.nlu
+    monkeypatch.setattr(nlu, "policies", same_policies(0.0, 0.0, 0.0))  # anything would be answered
+    assert nlu.answer(question, "ja").kind == ANSWER
+    small_worker.unanswered.add("line", "U1", question, "ja", "clarified", [], [1.0, 0.0])
+    [pending] = small_worker.unanswered.items()
+    page = operator.post("/console/unanswered/not-ours", data=form(operator, ids=pending["id"]), follow_redirects=True)
+    assert "Marked 1 question(s)" in page.get_data(as_text=True) and small_worker.unanswered.items() == []
+
+    beat(small_worker)  # the worker's heartbeat reloads the FAQ with the marked question
+    decision = nlu.answer(question, "ja")
+    assert decision.kind == CLARIFY and decision.outside > decision.top.score
+    assert nlu.status()["outside_questions"] == 1
+    assert operator.get("/console/unanswered/outside.txt").get_data(as_text=True) == question + "\n"

@@ -49,8 +49,9 @@ def faq_in_service(services):
 def unanswered():
     services = current_app.extensions["bot"]
     faq = _faq()
+    _, pending, outside = services.overlay.snapshot()
     return render_template("console/unanswered.html", groups=group(services.unanswered.items()),
-                           entries=faq.entries if faq else [], pending=services.overlay.snapshot()[1])
+                           entries=faq.entries if faq else [], pending=pending, outside=outside)
 
 
 @bp.post("/unanswered/attach")
@@ -74,6 +75,28 @@ def attach():
 def dismiss():
     current_app.extensions["bot"].unanswered.remove(request.form.get("ids", "").split(","))
     return redirect(url_for("console.unanswered"))
+
+
+@bp.post("/unanswered/not-ours")
+def not_ours():
+    """Mark questions as another department's: the worker stops answering questions nearer them than any entry
+    (``NLU_OUTSIDE_FILE``), within seconds."""
+    services = current_app.extensions["bot"]
+    items = {i["id"]: i for i in services.unanswered.items()}
+    chosen = [items[i] for i in request.form.get("ids", "").split(",") if i in items]
+    services.overlay.add_outside([item["text"] for item in chosen])
+    services.unanswered.remove([item["id"] for item in chosen])
+    flash(f"Marked {len(chosen)} question(s) as not the FAQ's: the bot offers choices, not an answer, to questions "
+          "nearer them than to any entry.")
+    return redirect(url_for("console.unanswered"))
+
+
+@bp.get("/unanswered/outside.txt")
+def export_outside():
+    """The questions marked "not ours", as lines to add to the NLU_OUTSIDE_FILE."""
+    outside = current_app.extensions["bot"].overlay.snapshot()[2]
+    return Response("".join(f"{text}\n" for text in outside), mimetype="text/plain",
+                    headers={"Content-Disposition": "attachment; filename=outside-questions.txt"})
 
 
 @bp.get("/unanswered/patch")
