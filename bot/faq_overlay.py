@@ -46,6 +46,9 @@ class FaqOverlay:
         return int(version or 0), extra, tuple(sorted(text.decode() for text in outside))
 
     def clear(self) -> None:
-        """After the patch was applied to the files, the overlay is no longer needed."""
-        self.redis.delete(_KEY)
-        self.redis.incr(_VERSION)
+        """Once the patch is applied to ``faq_data/`` and the outside questions are in their file, the overlay
+        only repeats them: an operator clears it from the console."""
+        pipe = self.redis.pipeline()
+        pipe.delete(_KEY, _OUTSIDE)
+        pipe.incr(_VERSION)
+        pipe.execute()

@@ -126,3 +126,14 @@ def test_a_question_marked_not_ours_is_no_longer_answered_outright(operator, sma
     assert decision.kind == CLARIFY and decision.outside > decision.top.score
     assert nlu.status()["outside_questions"] == 1
     assert operator.get("/console/unanswered/outside.txt").get_data(as_text=True) == question + "\n"
+
+
+def test_once_the_downloads_are_in_the_files_operators_clear_what_redis_kept(operator, worker):
+    worker.overlay.add("cost-printing", "ja", "ポスター代は？")
+    worker.overlay.add_outside(["粗大ごみの収集を申し込みたい"])
+    page = operator.get("/console/unanswered").get_data(as_text=True)
+    assert "Downloads applied to the files" in page
+    version = worker.overlay.snapshot()[0]
+    operator.post("/console/unanswered/clear", data=form(operator))
+    assert worker.overlay.snapshot() == (version + 1, {}, ())  # a new version: the worker reloads from the files
+    assert "Downloads applied to the files" not in operator.get("/console/unanswered").get_data(as_text=True)

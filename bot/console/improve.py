@@ -99,6 +99,15 @@ def export_outside():
                     headers={"Content-Disposition": "attachment; filename=outside-questions.txt"})
 
 
+@bp.post("/unanswered/clear")
+def clear_overlay():
+    """After the exports went into the files (and the worker serves them from there)."""
+    current_app.extensions["bot"].overlay.clear()
+    flash("Cleared the accepted phrasings and \"not ours\" questions kept in Redis: the bot now serves what the "
+          "files hold.")
+    return redirect(url_for("console.unanswered"))
+
+
 @bp.get("/unanswered/patch")
 def export_patch():
     """The accepted phrasings as a diff of faq_data/ (review, then ``git apply``)."""
