@@ -20,14 +20,10 @@ from collections import defaultdict
 
 import yaml
 
-from nlu.text import normalize
+from nlu.text import same_text_key
 
 QUESTION_DECISIONS = ("answered", "clarified", "fallback", "handoff")
 CHOSEN, CONFIRMED = "chosen", "confirmed"
-
-
-def _same_text(text: str) -> str:
-    return " ".join(normalize(text).split())
 
 
 def _postback_action(turn: dict) -> str:
@@ -74,11 +70,11 @@ def labelled_questions(turns: list[dict], faq) -> list[dict]:
     for turn in turns:
         if turn.get("direction") == "in":
             by_conversation[(turn.get("platform"), turn.get("user"))].append(turn)
-    known = {_same_text(text) for entry in faq.entries for text_of in entry.texts.values()
+    known = {same_text_key(text) for entry in faq.entries for text_of in entry.texts.values()
              for text in text_of.phrasings}
     rows = [row for conversation in by_conversation.values() for row in _labels_of_one_conversation(conversation)]
     return [row for row in rows if faq.get(row["faq"]) and row["lang"] in ("ja", "en") and row["text"].strip()
-            and _same_text(row["text"]) not in known]
+            and same_text_key(row["text"]) not in known]
 
 
 def paraphrase_yaml(rows: list[dict], period: str) -> str:

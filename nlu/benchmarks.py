@@ -143,7 +143,7 @@ def city_questions(data_dir: Path) -> tuple[list[str], list[str]]:
         return [], []
     questions = sorted({_CATEGORY_TAG.sub("", split_entry(v)[0]).strip() for v in read_json(corpus).values()})
     asked = random.Random(0).sample(questions, OUTSIDE_SAMPLE)
-    return asked, [text for text in questions if text not in set(asked)]
+    return asked, sorted(set(questions) - set(asked))
 
 
 def extra_out_of_scope(data_dir: Path) -> list[Query]:

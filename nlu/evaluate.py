@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import Nlu, build_embedder, build_reranker, detect_language, load_encoders, outside_questions, policies_from
+from nlu import Nlu, build_embedder, build_reranker, load_encoders, outside_questions, policies_from
 from nlu.engine import rank_and_decide, warm_up
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, alike_groups, corpus_language, label_ceiling,
                             labelled_apart, load_demo, load_faq_set, load_set, p1_by_language, paired_gain,
@@ -91,9 +91,8 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
         if staged:  # the questions-only index a staged worker starts on
             LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder)
         first_s = time.perf_counter() - started
-        outside = [text for text in outside_questions(settings) if detect_language(text) == corpus.lang]
         index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads,
-                              answers=corpus.answers, outside=outside)
+                              answers=corpus.answers, outside=outside_questions(settings))
         nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policies_from(settings), reranker, settings.nlu_top_k)
         warm_up(reranker, nlu.retriever)  # as the worker's complete_index does
         entries = len(corpus.ids)

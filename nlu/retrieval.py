@@ -15,7 +15,7 @@ import numpy as np
 
 from nlu.decision import Candidate
 from nlu.faq import LANGUAGES, Faq
-from nlu.text import detect_language, normalize, terms
+from nlu.text import detect_language, same_text_key, terms
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 
@@ -74,7 +74,7 @@ def shared_answers(ids: list[str], answers: list[str]) -> dict[str, str]:
     (width, case and blanks set aside): what ``decision.one_per_answer`` folds together."""
     first, key_of = {}, {}
     for faq_id, answer in zip(ids, answers):
-        key = " ".join(normalize(answer).split())
+        key = same_text_key(answer)
         if key:
             key_of[faq_id] = first.setdefault(key, faq_id)
     counts = Counter(key_of.values())
@@ -107,12 +107,13 @@ class LanguageIndex:
     head, made by ``embedder``, which also embeds the questions asked of this index; scores are fused by the
     language's ``fusion`` (``FUSIONS``) and go through ``score_map``.  ``heads``: one per entry, "" where it has
     none (or while a staged start leaves them out); ``answers``: one per entry, to know which share one;
-    ``outside``: questions the FAQ does not answer (``outside_score``)."""
+    ``outside``: questions the FAQ does not answer (``outside_score``), of any language: it keeps its own."""
 
     def __init__(self, ids: list[str], documents: list[str], phrasings: list[list[str]], lang: str, embedder,
                  score_map: tuple = IDENTITY, heads: list[str] | None = None, answers: list[str] | None = None,
                  outside: list[str] | None = None):
         self.ids = list(ids)
+        self._last_query = ("", None)
         self.same_answer = shared_answers(self.ids, answers or [])
         self.lang = lang
         self.embedder = embedder
@@ -132,7 +133,7 @@ class LanguageIndex:
         self.phrasing_entry = np.array([row for row, _ in rows])
         self.head_entry = np.array([row for row, head in enumerate(heads) if head], dtype=int)
         # Questions are compared with questions, so every text gets the "query:" prefix; one call embeds all.
-        outside = list(outside or [])
+        outside = [text for text in outside or [] if detect_language(text) == lang]
         texts = [text for _, text in rows] + [head for head in heads if head] + outside
         vectors = np.asarray(embedder.query(texts))
         split = len(texts) - len(outside)
@@ -148,10 +149,15 @@ class LanguageIndex:
         heads = [answer_head(t.question, t.answer, answer_chars) for t in texts]
         return cls([e.id for e in faq.entries], documents, [list(t.phrasings) for t in texts], lang,
                    *language_embedder(embedder, lang), heads=heads, answers=[t.answer for t in texts],
-                   outside=[text for text in outside if detect_language(text) == lang])
+                   outside=outside)
 
     def query_vector(self, text: str) -> np.ndarray:
-        return np.asarray(self.embedder.query(text))
+        """The question's vector; the last one is kept, since retrieval and ``outside_score`` both need it."""
+        last_text, vector = self._last_query  # read once: another thread may replace it meanwhile
+        if last_text != text:
+            vector = np.asarray(self.embedder.query(text))
+            self._last_query = (text, vector)
+        return vector
 
     def outside_score(self, text: str) -> float:
         """The best dense score of an outside question, on the fused score's scale (-inf with none): a question

@@ -28,6 +28,11 @@ def normalize(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
+def same_text_key(text: str) -> str:
+    """``normalize`` with blanks collapsed: two texts with one key read the same to a resident."""
+    return " ".join(normalize(text).split())
+
+
 @lru_cache(maxsize=1)
 def _sudachi():
     from sudachipy import Dictionary

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from nlu.benchmarks import load_demo
 from nlu.faq import LANGUAGES, load_faq
 from nlu.retrieval import Fusion
 from nlu.text import terms
@@ -225,8 +225,8 @@ def labelled_lists(path: Path, faq, lang: str, embedder) -> list[RankList]:
 
     These are the pairs the FAQ's own texts cannot give: a resident's wording against the FAQ's.  Questions
     labelled with an entry the FAQ no longer has are skipped."""
-    rows = [(q["text"], q["faq"]) for q in yaml.safe_load(Path(path).read_text(encoding="utf-8"))["queries"]
-            if q["lang"] == lang and faq.get(q["faq"])]
+    rows = [(q.text, faq_id) for q in load_demo(path, data_dir=None).queries for faq_id in q.qrels
+            if q.lang == lang and faq.get(faq_id)]
     if not rows or len(faq.entries) < SIZE:
         return []
     ids = [e.id for e in faq.entries]
