@@ -1,7 +1,7 @@
 """Fine-tune the cross-encoder on CPU within a time budget, listwise.
 
 ``python -m nlu.training.train --out models/crossencoder --minutes 25``
-trains on retrieval-shaped lists (see ``lists.py``) with softmax
+trains on lists of what the bot's retrieval puts first (``lists.runtime_lists``) with softmax
 cross-entropy over each list of ``base_scale * cosine + logit``: the model
 learns a correction to retrieval, starting from none (zero head).
 ``base_scale`` is fitted to the lists first; the weight of the correction
@@ -29,13 +29,13 @@ import torch
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import build_embedder, load_e5, load_encoders
+from nlu import build_embedder, load_encoders
 from nlu.crossencoder import CrossEncoder
 from nlu.benchmarks import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
-from nlu.training.lists import LANG, SIZE, build_lists, faq_lists, source_names
+from nlu.training.lists import RETRIEVED_SOURCES, SIZE, runtime_lists, source_names
 from nlu.training.nli import nli_pairs
 
 WEIGHTS = (0.5, 1.0, 1.5)
@@ -188,8 +188,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--faq-dir", type=Path, default=PROJECT_ROOT / "faq_data")
     parser.add_argument("--adapt-faq", type=Path, help="adapt the weights in --out to this FAQ only")
-    parser.add_argument("--sources", type=source_names, default=",".join(LANG),
-                        help=f"list sources to train on (default: all), of: {', '.join(LANG)}")
+    parser.add_argument("--sources", type=source_names, default=",".join(RETRIEVED_SOURCES),
+                        help=f"list sources to train on (default: all), of: {', '.join(RETRIEVED_SOURCES)}")
     parser.add_argument("--objective", choices=("lists", "nli"), default="lists",
                         help="match head on retrieval-shaped lists, or a 3-way NLI head on NLI pairs")
     parser.add_argument("--batch-size", type=int, default=4,
@@ -213,17 +213,19 @@ def main(argv=None) -> None:
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     settings = Settings.from_env()
-    if args.measure:  # index the sets as the bot would, with the encoders it ships
-        return measure(args, build_embedder(settings, *load_encoders(settings)), settings.nlu_answer_chars)
-    embedder = build_embedder(settings, load_e5(args.threads))  # lists reuse cached vectors
+    # the encoders the bot ships: --measure indexes the sets with them, and lists hold what they retrieve
+    embedder = build_embedder(settings, *load_encoders(settings))
+    if args.measure:
+        return measure(args, embedder, settings.nlu_answer_chars)
     log = logger(args.out / "train_log.jsonl")
     if args.adapt_faq:
-        model, dev = CrossEncoder.load(args.out, args.threads), []
-        lists = faq_lists(args.adapt_faq, embedder, random.Random(args.seed))
+        model = CrossEncoder.load(args.out, args.threads)
+        lists, dev = runtime_lists(args.data_dir, args.adapt_faq, embedder, args.seed, ("faq-en", "faq-ja"))
+        lists, dev = lists + dev, []  # adapting keeps the tuned weight: nothing is chosen on held-out lists
     else:
         model = CrossEncoder(max_length=args.max_length, frozen_layers=args.frozen_layers,
                              labels=3 if args.objective == "nli" else 1)
-        lists, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources)
+        lists, dev = runtime_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources)
         model.config["base_scale"] = fit_base_scale(lists)  # the NLI head's correction is in these units too
     if args.objective == "nli":
         pairs = nli_pairs(args.data_dir)
