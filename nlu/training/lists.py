@@ -142,6 +142,7 @@ def clinc_rows(path: Path, rng: random.Random, per_intent: int = 20) -> list[tup
 
 
 def clinc(path: Path, embedder, rng: random.Random) -> list[RankList]:
+    """Each sampled utterance against another of its intent (``grouped_lists``)."""
     rows = clinc_rows(path, rng)
     return grouped_lists([t for t, _ in rows], [i for _, i in rows], embedder, "clinc", rng)
 
@@ -324,7 +325,9 @@ def retrieved_lists(queries: list[str], query_groups: list, pool: list[str], poo
     retrieval ranks first (``embedder``'s cosines fused with BM25, mapped by ``score_map`` as the bot's scores
     are), each as that best text, the query's own group first.  A query whose group retrieval leaves out gets no
     list, as the re-ranker can do nothing for it; the query's own text in ``pool`` is not a candidate."""
-    query_vectors, pool_vectors = np.asarray(embedder.query(queries)), np.asarray(embedder.query(pool))
+    query_vectors = np.asarray(embedder.query(queries))
+    # CLINC and FAQ phrasings are their own pool: embedded once
+    pool_vectors = query_vectors if pool == queries else np.asarray(embedder.query(pool))
     score, (scale, shift) = PoolScorer(pool, LANG[source]), score_map
     names = {name: n for n, name in enumerate(sorted(set(pool_groups)))}
     groups = np.asarray([names[g] for g in pool_groups])
