@@ -387,6 +387,14 @@ def labelled_apart(group: list) -> bool:
     return len(group) > 1 and not set.intersection(*group)
 
 
+def asked_alike_labelled_apart(queries: list) -> list[bool]:
+    """Per question: whether it reads alike another question whose labels share no right entry with its own
+    (``labelled_apart``).  Where two rankers differ on such questions, the labels, not the ranking, decide which
+    scores: compare them on the others."""
+    apart = {text for text, group in alike_groups(queries).items() if labelled_apart(group)}
+    return [bool(query.qrels) and read_alike(query.text) in apart for query in queries]
+
+
 def label_ceiling(queries: list) -> dict:
     """The best P@1 any system can reach on these labels, since it answers questions that read alike alike.
 

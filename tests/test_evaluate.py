@@ -8,7 +8,7 @@ import pytest
 from nlu.benchmarks import (Benchmark, Query, corpus_language, label_ceiling, load_faq_set, ndcg_at, paired_gain,
                             precision_at_1, precision_coverage, rank_metrics, recall_at, reciprocal_rank, split_entry)
 from nlu.decision import Candidate, Decision
-from nlu.evaluate import main, plot_curve, question_rows
+from nlu.evaluate import consistent_p1, main, plot_curve, question_rows
 
 
 def test_graded_ndcg_is_one_for_the_ideal_order_and_uses_the_grade_as_gain():
@@ -77,6 +77,17 @@ def test_the_label_ceiling_counts_questions_asked_alike_but_labelled_apart():
     # entry 1 is right for two of the three coronavirus rows, entry 32 for both dog rows, entry 6 for its own
     assert ceiling == {"p@1": pytest.approx(5 / 6), "split_texts": 1, "split_questions": 3}
     assert label_ceiling(queries[3:]) == {"p@1": 1.0, "split_texts": 0, "split_questions": 0}
+
+
+def test_p1_on_questions_labelled_consistently_leaves_out_the_split_ones():
+    queries = [Query("What is a coronavirus?", "en", {"2": 1}), Query("what is a coronavirus", "en", {"1": 1}),
+               Query("Where did it come from?", "en", {"6": 1}), Query("Can my dog get it?", "en", {"32": 1})]
+    rankings = {"picks 2": [["2"], ["2"], ["6"], ["9"]], "picks 1": [["1"], ["1"], ["7"], ["32"]]}
+    # both are right once on the split pair; on the other two, "picks 2" is right once and "picks 1" once
+    assert consistent_p1(rankings, queries) == {"picks 2": 0.5, "picks 1": 0.5}
+    rankings["picks 1"][2] = ["6"]
+    assert consistent_p1(rankings, queries)["picks 1"] == 1.0
+    assert consistent_p1(rankings, queries[:2]) == {"picks 2": 0.0, "picks 1": 0.0}  # none left to count
 
 
 def test_the_questions_csv_marks_the_questions_labelled_apart():
@@ -164,6 +175,7 @@ def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_p
     assert report["policy"]["answered_wrong_right_runner_up"] <= report["policy"]["answered_wrong"]
     assert report["policy"]["clarified_without_right_next"] <= report["policy"]["clarified_without"]
     assert report["label_ceiling"] == {"p@1": 1.0, "split_texts": 0, "split_questions": 0}  # three distinct questions
+    assert report["p@1_labelled_consistently"] == {row["method"]: row["p@1"] for row in report["rows"]}
     assert out.with_suffix(".png").stat().st_size > 0
     with open(tmp_path / "report-questions.csv", encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
