@@ -3,7 +3,8 @@
 Plain types only, so ``bot/`` never depends on how scores were made.  A
 re-ranker (the entailment cross-encoder) is any object with
 ``rerank(text, candidates, index) -> candidates``: it reads each candidate's
-phrasings from ``index.phrasings[faq_id]``, replaces ``score`` and keeps the
+texts from ``index.phrasings[faq_id]`` (``index.questions``: without the
+answer head), replaces ``score`` and keeps the
 retrieval scores beside it in ``parts``; one with per-phrasing work to cache may
 also have ``warm(retriever)``, which the worker calls once its index is built.
 """

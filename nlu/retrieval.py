@@ -120,8 +120,9 @@ class LanguageIndex:
         self.score_map = score_map
         self.fusion = FUSIONS.get(lang, Fusion())
         heads = list(heads) if heads else [""] * len(self.ids)
-        # id -> texts a re-ranker compares against
-        self.phrasings = {i: [*texts, *([head] if head else [])] for i, texts, head in zip(self.ids, phrasings, heads)}
+        # id -> texts a re-ranker compares against: its questions and alternates, and with the answer head
+        self.questions = {i: list(texts) for i, texts in zip(self.ids, phrasings)}
+        self.phrasings = {i: [*self.questions[i], *([head] if head else [])] for i, head in zip(self.ids, heads)}
         self.bm25 = bm25s.BM25()
         self.bm25.index([terms(doc, lang) or ["-"] for doc in documents], show_progress=False)
         self.question_bm25 = None  # questions and alternates only, where the fusion reads them

