@@ -232,7 +232,8 @@ def test_nli_pairs_take_jsick_train_in_both_languages_and_jnli(tmp_path):
 
 
 def test_adapting_to_a_deployments_faq_runs_logs_and_saves_new_weights(tmp_path, monkeypatch):
-    """The operator's command after an FAQ edit, for a few seconds: the list objective, the log and the save."""
+    """The operator's command after an FAQ edit, for a few seconds, with residents' labelled questions (the
+    console's export): the list objective, the log and the save."""
     import json
 
     from nlu.training.train import main
@@ -242,10 +243,16 @@ def test_adapting_to_a_deployments_faq_runs_logs_and_saves_new_weights(tmp_path,
     model.config.update(base_scale=30.0, weight=0.5)
     model.save(tmp_path / "ce")
     before = (tmp_path / "ce" / WEIGHTS).read_bytes()
-    main(["--adapt-faq", str(PROJECT_ROOT / "faq_data"), "--out", str(tmp_path / "ce"), "--minutes", "0.05",
-          "--warmup", "1", "--threads", "2"])
+    labelled = tmp_path / "labelled.yaml"
+    labelled.write_text("queries:\n"
+                        "  - {faq: about-what, lang: en, text: what is this covid code service at the shop door}\n"
+                        "  - {faq: about-what, lang: ja, text: 店の入口の四角いコードは何のサービス？}\n"
+                        "  - {faq: gone-entry, lang: en, text: an entry the FAQ no longer has}\n", encoding="utf-8")
+    main(["--adapt-faq", str(PROJECT_ROOT / "faq_data"), "--labelled", str(labelled), "--out", str(tmp_path / "ce"),
+          "--minutes", "0.05", "--warmup", "1", "--threads", "2"])
     log = [json.loads(line) for line in (tmp_path / "ce" / "train_log.jsonl").read_text().splitlines()]
-    assert log[0]["counts"].keys() == {"faq-ja", "faq-en"} and log[-1]["final"] and log[-1]["step"] >= 1
+    assert log[0]["counts"].keys() == {"faq-ja", "faq-en", "labelled"} and log[-1]["final"] and log[-1]["step"] >= 1
+    assert log[0]["counts"]["labelled"] + log[0]["held_out_lists"] >= 1  # the known entry's questions, not the gone one
     assert (tmp_path / "ce" / WEIGHTS).read_bytes() != before
     assert CrossEncoder.load(tmp_path / "ce").config["weight"] == 0.5  # adapting keeps the tuned weight
 

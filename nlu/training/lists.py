@@ -235,6 +235,13 @@ def corpus_lists(path: Path, embedder, source: str, sentences: int = ANSWER_SENT
     return answer_lists([(q, a) for _, q, a in corpus_entries(path)], embedder, source, LANG[source], sentences)
 
 
+def labelled_rows(path: Path, faq, lang: str) -> list[tuple[str, str]]:
+    """(question, entry id) of each ``lang`` question in a paraphrase YAML (``benchmarks/demo_paraphrases.yaml``'s
+    format, as the operator console exports residents' questions, ``bot.labelled``) whose entry ``faq`` has."""
+    return [(q.text, faq_id) for q in load_demo(path, data_dir=None).queries for faq_id in q.qrels
+            if q.lang == lang and faq.get(faq_id)]
+
+
 def labelled_lists(path: Path, faq, lang: str, embedder) -> list[RankList]:
     """Each labelled question of ``lang`` -> its entry's question, among the questions of the 7 entries nearest
     to it; ``path``: a paraphrase YAML (``benchmarks/demo_paraphrases.yaml``'s format, as the operator console
@@ -242,8 +249,7 @@ def labelled_lists(path: Path, faq, lang: str, embedder) -> list[RankList]:
 
     These are the pairs the FAQ's own texts cannot give: a resident's wording against the FAQ's.  Questions
     labelled with an entry the FAQ no longer has are skipped."""
-    rows = [(q.text, faq_id) for q in load_demo(path, data_dir=None).queries for faq_id in q.qrels
-            if q.lang == lang and faq.get(faq_id)]
+    rows = labelled_rows(path, faq, lang)
     if not rows or len(faq.entries) < SIZE:
         return []
     ids = [e.id for e in faq.entries]
@@ -314,21 +320,22 @@ def capped_split(lists: list[RankList], rng: random.Random, sources) -> tuple[li
     for lst in lists:
         if not held_out(lst):
             by_source.setdefault(lst.source, []).append(lst)
-    train = [x for src, xs in sorted(by_source.items()) for x in rng.sample(xs, min(CAP[src], len(xs)))]
+    train = [x for src, xs in sorted(by_source.items()) for x in rng.sample(xs, min(CAP.get(src, len(xs)), len(xs)))]
     rng.shuffle(train)  # before choosing sources, so a choice does not change the order of the rest
     return [x for x in train if x.source in sources], [x for x in dev if x.source in sources]
 
 
 def retrieved_lists(queries: list[str], query_groups: list, pool: list[str], pool_groups: list, embedder,
-                    source: str, score_map: tuple = IDENTITY) -> list[RankList]:
+                    source: str, score_map: tuple = IDENTITY, lang: str | None = None) -> list[RankList]:
     """Lists as the re-ranker meets them at run time: per query, the ``SIZE`` groups whose best text in ``pool``
     retrieval ranks first (``embedder``'s cosines fused with BM25, mapped by ``score_map`` as the bot's scores
     are), each as that best text, the query's own group first.  A query whose group retrieval leaves out gets no
-    list, as the re-ranker can do nothing for it; the query's own text in ``pool`` is not a candidate."""
+    list, as the re-ranker can do nothing for it; the query's own text in ``pool`` is not a candidate.  ``lang``:
+    the texts' language, where ``source`` does not say it."""
     query_vectors = np.asarray(embedder.query(queries))
     # CLINC and FAQ phrasings are their own pool: embedded once
     pool_vectors = query_vectors if pool == queries else np.asarray(embedder.query(pool))
-    score, (scale, shift) = PoolScorer(pool, LANG[source]), score_map
+    score, (scale, shift) = PoolScorer(pool, lang or LANG[source]), score_map
     names = {name: n for n, name in enumerate(sorted(set(pool_groups)))}
     groups = np.asarray([names[g] for g in pool_groups])
     members = [np.flatnonzero(groups == n) for n in range(len(names))]
@@ -352,30 +359,36 @@ def retrieved_lists(queries: list[str], query_groups: list, pool: list[str], poo
 
 
 def runtime_lists(data_dir, faq_dir, embedder, seed: int = 13, sources=RETRIEVED_SOURCES,
-                  answer_sentences: int = ANSWER_SENTENCES) -> tuple[list[RankList], list[RankList]]:
+                  answer_sentences: int = ANSWER_SENTENCES,
+                  labelled: Path | None = None) -> tuple[list[RankList], list[RankList]]:
     """(train, held-out) ``retrieved_lists`` of ``sources``, retrieved by ``embedder`` as the bot retrieves (a
     ``PerLanguage`` gives each language its tuned encoder and score map): CLINC utterances against the others
     of the sample, our FAQ's phrasings against the others, corpus answer sentences against the entries'
     questions.  Trained on the mined lists (``build_lists``), the English cross-encoder cost JHU P@1 .660 ->
-    .337 at weight .5; on these, .681 -> .653 (30 min, 2026-11-26)."""
+    .337 at weight .5; on these, .681 -> .653 (30 min, 2026-11-26).  ``labelled``: residents' questions
+    labelled with entries of ``faq_dir`` (``labelled_rows``), each against the FAQ's phrasings as a list of
+    source "labelled", for the FAQ languages in ``sources``."""
     if unknown := set(sources) - set(RETRIEVED_SOURCES):
         raise ValueError(f"no retrieved lists for {sorted(unknown)}: JSTS pairs have no entries to retrieve from")
     data, rng = Path(data_dir), random.Random(seed)
-    pools = []  # (source, queries, their groups, texts to retrieve, their groups)
+    pools = []  # (source, language, queries, their groups, texts to retrieve, their groups)
     if "clinc" in sources:
         rows = clinc_rows(data / "oos/clinc150-dev.json", rng)
-        pools.append(("clinc", *zip(*rows), *zip(*rows)))
+        pools.append(("clinc", "en", *zip(*rows), *zip(*rows)))
     faq = load_faq(faq_dir) if {"faq-ja", "faq-en"} & set(sources) else None
     for lang in LANGUAGES:
         if f"faq-{lang}" in sources and (rows := phrasing_rows(faq, lang)):
-            pools.append((f"faq-{lang}", *zip(*rows), *zip(*rows)))
+            pools.append((f"faq-{lang}", lang, *zip(*rows), *zip(*rows)))
+            if labelled and (asked := labelled_rows(labelled, faq, lang)):
+                pools.append(("labelled", lang, *zip(*asked), *zip(*rows)))
     for source, folder in (("localgov", "localgov"), ("jhu", "jhu-covid")):
         if source in sources:
             entries = [(key, q, a) for key, q, a in corpus_entries(data / "faq" / folder / "corpus.json") if q and a]
             asked = [(query, key) for key, _, a in entries for query in answer_queries(a, answer_sentences)]
-            pools.append((source, *zip(*asked), [q for _, q, _ in entries], [key for key, _, _ in entries]))
+            pools.append((source, LANG[source], *zip(*asked), [q for _, q, _ in entries], [key for key, _, _ in entries]))
     lists = []
-    for source, queries, groups, pool, pool_groups in pools:
-        model, score_map = language_embedder(embedder, LANG[source])
-        lists += retrieved_lists(list(queries), list(groups), list(pool), list(pool_groups), model, source, score_map)
-    return capped_split(lists, rng, sources)
+    for source, lang, queries, groups, pool, pool_groups in pools:
+        model, score_map = language_embedder(embedder, lang)
+        lists += retrieved_lists(list(queries), list(groups), list(pool), list(pool_groups), model, source,
+                                 score_map, lang)
+    return capped_split(lists, rng, (*sources, "labelled"))

@@ -7,7 +7,8 @@ learns a correction to retrieval, starting from none (zero head).
 ``base_scale`` is fitted to the lists first; the weight of the correction
 (``rerank.corrected``) is then chosen on held-out *training* lists; both go
 into ``config.json``; ``--adapt-faq DIR`` instead briefly adapts existing weights
-to one deployment's FAQ lists; ``--objective nli`` trains a 3-way NLI head on
+to one deployment's FAQ lists (with ``--labelled``, its residents' questions as
+the operator console exports them); ``--objective nli`` trains a 3-way NLI head on
 NLI pairs instead, whose entailment-minus-contradiction logit is the
 correction (the comparison with the match head); ``--measure`` compares hybrid with hybrid + CE
 on the held-apart query sets (JHU user questions, LocalgovFAQ dev, the demo
@@ -188,6 +189,9 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--faq-dir", type=Path, default=PROJECT_ROOT / "faq_data")
     parser.add_argument("--adapt-faq", type=Path, help="adapt the weights in --out to this FAQ only")
+    parser.add_argument("--labelled", type=Path, metavar="YAML",
+                        help="with --adapt-faq: residents' questions labelled with its entries (the operator console's "
+                             "export) to train on too")
     parser.add_argument("--sources", type=source_names, default=",".join(RETRIEVED_SOURCES),
                         help=f"list sources to train on (default: all), of: {', '.join(RETRIEVED_SOURCES)}")
     parser.add_argument("--objective", choices=("lists", "nli"), default="lists",
@@ -209,6 +213,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.adapt_faq and args.objective == "nli":
         parser.error("--adapt-faq adapts on FAQ lists: it does not combine with --objective nli")
+    if args.labelled and not args.adapt_faq:
+        parser.error("--labelled names entries of a FAQ folder: give that folder with --adapt-faq")
 
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -220,7 +226,8 @@ def main(argv=None) -> None:
     log = logger(args.out / "train_log.jsonl")
     if args.adapt_faq:
         model = CrossEncoder.load(args.out, args.threads)
-        lists, dev = runtime_lists(args.data_dir, args.adapt_faq, embedder, args.seed, ("faq-en", "faq-ja"))
+        lists, dev = runtime_lists(args.data_dir, args.adapt_faq, embedder, args.seed, ("faq-en", "faq-ja"),
+                                   labelled=args.labelled)
         lists, dev = lists + dev, []  # adapting keeps the tuned weight: nothing is chosen on held-out lists
     else:
         model = CrossEncoder(max_length=args.max_length, frozen_layers=args.frozen_layers,
