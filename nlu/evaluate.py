@@ -26,8 +26,8 @@ from nlu import Nlu, build_embedder, build_reranker, load_encoders, outside_ques
 from nlu.engine import rank_and_decide, warm_up
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, asked_alike_labelled_apart, corpus_language,
                             label_ceiling, load_demo, load_faq_set, load_set, p1_by_language, paired_gain,
-                            per_query_metrics, pipeline_curve, policy_outcomes, question_outcomes, rank_metrics,
-                            read_json, right_choice)
+                            per_query_metrics, pipeline_curve, policy_outcomes, precision_at_1, question_outcomes,
+                            rank_metrics, read_json, right_choice)
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 
 SETS = ("demo", "localgov", "jhu", "clinc-oos")
@@ -190,9 +190,8 @@ def write_questions(path: Path, rows: list[dict]) -> None:
 def consistent_p1(rankings: dict, queries: list) -> dict:
     """Each method's P@1 on the questions not ``asked_alike_labelled_apart``: on those (559 of JHU's 1,387) P@1
     says which of two labels a ranker happens to match, not how well it ranks."""
-    keep = ~np.array(asked_alike_labelled_apart(queries), dtype=bool)
-    qrels = [q.qrels for q in queries]
-    return {method: float(per_query_metrics(ranked, qrels)["p@1"][keep].mean()) if keep.any() else 0.0
+    kept = [i for i, apart in enumerate(asked_alike_labelled_apart(queries)) if not apart]
+    return {method: float(np.mean([precision_at_1(ranked[i], queries[i].qrels) for i in kept])) if kept else 0.0
             for method, ranked in rankings.items()}
 
 

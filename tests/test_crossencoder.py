@@ -179,18 +179,18 @@ def test_retrieved_lists_hold_what_retrieval_ranks_first_with_the_own_group_firs
 
     pool = [g + "x" * n for g in "abcdefghij" for n in (1, 2, 3)]
     groups = [t[0] for t in pool]
-    lists = retrieved_lists(pool, groups, pool, groups, FakeEmbedder(), "clinc")
+    lists = retrieved_lists(pool, groups, pool, groups, FakeEmbedder(), "clinc", "en")
     assert len(lists) == len(pool)  # 10 groups of 3: each query finds its own group among the nearest 8
     for lst in lists:
         assert lst.group == lst.query[0] and lst.candidates[0][0] == lst.query[0]
         assert lst.query not in lst.candidates and len({c[0] for c in lst.candidates}) == SIZE
         assert sorted(lst.retrieval[1:], reverse=True) == list(lst.retrieval[1:])  # the others in retrieval's order
-    mapped = retrieved_lists(pool, groups, pool, groups, FakeEmbedder(), "clinc", score_map=(2.0, 1.0))
+    mapped = retrieved_lists(pool, groups, pool, groups, FakeEmbedder(), "clinc", "en", score_map=(2.0, 1.0))
     np.testing.assert_allclose([m.retrieval for m in mapped], [[2 * s + 1 for s in lst.retrieval] for lst in lists],
                                atol=1e-3)  # on the bot's scale, as its scores are mapped
     # a query whose group is not in the pool at all, or only as the query itself, gets no list
     assert retrieved_lists(["ax", "jx"], ["a", "j"], ["ax", *pool[3:27]], ["a", *groups[3:27]], FakeEmbedder(),
-                           "clinc") == []
+                           "clinc", "en") == []
 
 
 def test_the_nli_head_saves_loads_and_corrects_by_entailment_minus_contradiction(tmp_path):

@@ -326,16 +326,15 @@ def capped_split(lists: list[RankList], rng: random.Random, sources) -> tuple[li
 
 
 def retrieved_lists(queries: list[str], query_groups: list, pool: list[str], pool_groups: list, embedder,
-                    source: str, score_map: tuple = IDENTITY, lang: str | None = None) -> list[RankList]:
+                    source: str, lang: str, score_map: tuple = IDENTITY) -> list[RankList]:
     """Lists as the re-ranker meets them at run time: per query, the ``SIZE`` groups whose best text in ``pool``
     retrieval ranks first (``embedder``'s cosines fused with BM25, mapped by ``score_map`` as the bot's scores
     are), each as that best text, the query's own group first.  A query whose group retrieval leaves out gets no
-    list, as the re-ranker can do nothing for it; the query's own text in ``pool`` is not a candidate.  ``lang``:
-    the texts' language, where ``source`` does not say it."""
+    list, as the re-ranker can do nothing for it; the query's own text in ``pool`` is not a candidate."""
     query_vectors = np.asarray(embedder.query(queries))
     # CLINC and FAQ phrasings are their own pool: embedded once
     pool_vectors = query_vectors if pool == queries else np.asarray(embedder.query(pool))
-    score, (scale, shift) = PoolScorer(pool, lang or LANG[source]), score_map
+    score, (scale, shift) = PoolScorer(pool, lang), score_map
     names = {name: n for n, name in enumerate(sorted(set(pool_groups)))}
     groups = np.asarray([names[g] for g in pool_groups])
     members = [np.flatnonzero(groups == n) for n in range(len(names))]
@@ -389,6 +388,6 @@ def runtime_lists(data_dir, faq_dir, embedder, seed: int = 13, sources=RETRIEVED
     lists = []
     for source, lang, queries, groups, pool, pool_groups in pools:
         model, score_map = language_embedder(embedder, lang)
-        lists += retrieved_lists(list(queries), list(groups), list(pool), list(pool_groups), model, source,
-                                 score_map, lang)
-    return capped_split(lists, rng, (*sources, "labelled"))
+        lists += retrieved_lists(list(queries), list(groups), list(pool), list(pool_groups), model, source, lang,
+                                 score_map)
+    return capped_split(lists, rng, {lst.source for lst in lists})  # only the sources asked for were built
