@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium: `apt-get 
 
 @pytest.fixture
 def served(settings, redis, nlu, line_api):
-    """The app on loopback (threaded, for Server-Sent Events) and a worker to drain the queue."""
+    """The app on loopback (threaded, as gunicorn's gthread workers are) and a worker to drain the queue."""
     app = create_app(settings, redis=redis)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -51,14 +51,19 @@ def drain(services):
     SimpleWorker([services.queue], connection=services.redis).work(burst=True)
 
 
-def test_an_operator_watches_takes_over_replies_hands_back_and_improves_the_faq(served, page, line_api, monkeypatch):
-    url, webhook, services = served
-    ARTIFACTS.mkdir(exist_ok=True)
+def open_console(page, url):
+    """Sign in through the form and wait for the list's live badge."""
     page.goto(f"{url}/console/conversations")
     page.fill("input[name=name]", "sato")
     page.fill("input[name=password]", OPERATOR_PASSWORD)
     page.click("button:has-text('Sign in')")
     page.wait_for_selector("text=● live")
+
+
+def test_an_operator_watches_takes_over_replies_hands_back_and_improves_the_faq(served, page, line_api, monkeypatch):
+    url, webhook, services = served
+    ARTIFACTS.mkdir(exist_ok=True)
+    open_console(page, url)
 
     # A resident's message appears in the list without reloading.
     monkeypatch.setattr(services.dialogue.nlu, "policies", same_policies(2.0, 0.0, 0.5))  # clarify: lands in "unanswered"
@@ -75,6 +80,12 @@ def test_an_operator_watches_takes_over_replies_hands_back_and_improves_the_faq(
     # Take over and reply as the account.
     page.click(f"#rows >> text={question} >> xpath=ancestor::tr//a")
     page.click("button:has-text('Take over')")
+    # A resident's message shows up live while the operator types: the draft stays.
+    page.fill("textarea[name=text]", "担当の佐藤です。")
+    post_events(webhook, line_event(text="まだですか？", user="Ubrowser"))
+    drain(services)
+    page.wait_for_selector("#turns >> text=まだですか？", timeout=10_000)
+    assert page.input_value("textarea[name=text]") == "担当の佐藤です。"
     page.fill("textarea[name=text]", "担当の佐藤です。印刷代についてご案内します。")
     page.click("button:has-text('Send')")
     drain(services)
@@ -100,3 +111,14 @@ def test_an_operator_watches_takes_over_replies_hands_back_and_improves_the_faq(
     page.wait_for_selector("#resolved")
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert Path(ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def test_a_page_whose_session_expired_stops_polling_and_asks_to_sign_in_again(served, page):
+    url, _, _ = served
+    open_console(page, url)
+    page.context.clear_cookies()
+    page.wait_for_selector("#live >> text=signed out: sign in again", timeout=10_000)
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if "/console/changes" in request.url else None)
+    page.wait_for_timeout(3_000)
+    assert polls == []

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 import uuid
 from datetime import datetime
 
-from flask import Response, current_app, g, redirect, render_template, request, stream_with_context, url_for
+from flask import abort, current_app, g, jsonify, redirect, render_template, request, url_for
 
 from bot.console import bp
 from bot.convlog import GLOBAL_STREAM, summary_key
 
 _SEARCH_DEPTH = 100  # turns per conversation searched for text
-_STREAMED = (b"platform", b"user", b"direction", b"decision")  # no message text leaves through the stream
-_STREAM_ID = re.compile(r"^\d+-\d+$")
+_CHANGED_FIELDS = (b"platform", b"user", b"direction", b"decision")  # no message text leaves through /changes
+_CHANGES_PER_POLL = 100
+_CURSOR = re.compile(r"^\d+(-\d+)?$")  # a stream id, or epoch milliseconds
 
 
 def _services():
@@ -146,35 +146,18 @@ def send(platform: str, user_id: str):
     return redirect(url_for("console.transcript", platform=platform, user_id=user_id))
 
 
-@bp.get("/stream")
-def stream():
-    """Server-Sent Events: one event per new turn; the page refreshes what it shows.
-
-    Each connection lasts ``wait`` seconds (EventSource reconnects by itself),
-    so a gunicorn thread is never held forever.  ``since`` (epoch ms) replays
-    turns logged after the page was rendered.
-    """
-    redis, wait_s = _services().redis, min(float(request.args.get("wait", 25)), 60)
-    resume, since = request.headers.get("Last-Event-ID", ""), request.args.get("since", "")
-    if _STREAM_ID.match(resume):  # a reconnect: carry on after the last event the page got
-        start = resume
-    else:  # the page's render time, so no turn slips in between render and connect
-        start = f"{since}-0" if since.isdigit() else "$"
-
-    def events():
-        last, deadline = start, time.monotonic() + wait_s
-        yield "retry: 1000\n\n"
-        while time.monotonic() < deadline:
-            block_ms = max(1, int(min(5, deadline - time.monotonic()) * 1000))
-            for _, entries in redis.xread({GLOBAL_STREAM: last}, block=block_ms, count=50) or []:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    turn = {k.decode(): v.decode() for k, v in fields.items() if k in _STREAMED}
-                    yield f"id: {entry_id.decode()}\nevent: turn\ndata: {json.dumps(turn)}\n\n"
-            yield ": keep-alive\n\n"
-
-    return Response(stream_with_context(events()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+@bp.get("/changes")
+def changes():
+    """Turns logged after ``after``, answered at once: pages poll this, so an open page never holds a web thread."""
+    after = request.args.get("after", "")
+    if not _CURSOR.match(after):
+        abort(400, "after: a stream id, or the page's render time in epoch milliseconds")
+    found = _services().redis.xread({GLOBAL_STREAM: after}, count=_CHANGES_PER_POLL)  # no block: never waits
+    entries = found[0][1] if found else []
+    return jsonify(
+        after=entries[-1][0].decode() if entries else after,
+        turns=[{k.decode(): v.decode() for k, v in fields.items() if k in _CHANGED_FIELDS} for _, fields in entries],
+    )
 
 
 @bp.app_context_processor
