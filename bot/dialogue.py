@@ -50,6 +50,7 @@ class Dialogue:
         return Turn(Reply(text), state, decision="unsupported", lang=state.lang)
 
     def _on_text(self, text: str, state: ConversationState) -> Turn:
+        text = self.nlu.truncate(text)  # as the NLU reads it, so operators' copy is quick to embed (the log keeps all)
         lang = detect_language(text)
         decision = self.nlu.answer(text, lang)
         top = decision.top

@@ -11,9 +11,12 @@ import redis
 from flask import Blueprint, current_app, jsonify, request
 from rq import Retry
 
+from bot.messages import Malformed
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
+# What a body the adapters' checks did not foresee may still raise: the sender's fault (400), not ours (500).
+_SHAPE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
 
 
 def _refuse(status: int, reason: str):
@@ -46,21 +49,38 @@ def accept(services, platform: str):
         return _refuse(401, "missing or invalid signature")
     try:
         payload = adapter.decode(body)
-    except (ValueError, UnicodeDecodeError, KeyError):
-        return _refuse(400, "body is not valid JSON")
-    handshake = adapter.handshake(payload)
-    if handshake is not None:
-        return jsonify(handshake), 200
-    events = adapter.events(payload)
-    if events is None:
-        return _refuse(400, "body has no list of events")
+        handshake = adapter.handshake(payload)
+        if handshake is not None:
+            return jsonify(handshake), 200
+        events = adapter.events(payload)
+        if events is None:
+            return _refuse_malformed(platform, "body has no list of events")
+        wanted = [raw for n, raw in enumerate(events) if _parse(adapter, n, raw) is not None]
+    except Malformed as error:
+        return _refuse_malformed(platform, str(error))
+    except _SHAPE_ERRORS as error:
+        return _refuse_malformed(platform, f"body is not {platform}'s shape ({type(error).__name__})")
     try:
-        accepted = [e for e in events if adapter.parse(e) is not None and _enqueue_once(services, platform, e)]
+        accepted = [e for e in wanted if _enqueue_once(services, platform, e)]
     except redis.RedisError as error:
         log.error("%s webhook: Redis unavailable (%s); asking the platform to retry", platform, error)
         return _refuse(503, "temporarily unavailable, please retry")
     log.info("%s webhook: %d events, %d queued", platform, len(events), len(accepted))
     return jsonify(queued=len(accepted)), 200
+
+
+def _parse(adapter, n: int, raw: dict):
+    """The event's ``Incoming``, or None; every event is parsed before any is queued, so a bad one queues none."""
+    try:
+        return adapter.parse(raw)
+    except Malformed as error:
+        raise Malformed(f"event {n}: {error}") from None
+
+
+def _refuse_malformed(platform: str, reason: str):
+    """400, so the platform does not resend the body; the reason names fields, never the resident's text."""
+    log.warning("%s webhook: refused a malformed body: %s", platform, reason)
+    return _refuse(400, reason)
 
 
 def _enqueue_once(services, platform: str, raw_event: dict) -> bool:

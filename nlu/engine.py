@@ -50,8 +50,9 @@ class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
     def __init__(self, faq_dir, policies: dict[str, Policy], embedder, reranker=None, top_k: int = 10, overlay=None,
-                 answer_chars: int = 0, staged: bool = False, outside=()):
+                 answer_chars: int = 0, staged: bool = False, outside=(), max_chars: int | None = None):
         self.faq_dir = faq_dir
+        self.max_chars = max_chars  # how much of a text ``answer`` reads (``truncate``; None: all)
         self.outside = tuple(outside)  # questions the FAQ does not answer (``LanguageIndex.outside_score``)
         self.outside_in_service = self.outside  # with those operators marked (the overlay's), as last loaded
         self.answer_chars = answer_chars  # how much of each answer the index embeds with its question
@@ -95,13 +96,18 @@ class Nlu:
                     log.info("FAQ index completed with answer heads in %.1f s", time.perf_counter() - started)
         warm_up(self.reranker, self.retriever)
 
+    def truncate(self, text: str) -> str:
+        """The part of ``text`` the NLU reads: a question fits in far fewer than ``max_chars`` characters, and a
+        40,000-character message would exceed the word splitter's input limit and hold the queue for seconds."""
+        return text[: self.max_chars]
+
     def answer(self, text: str, lang: str | None = None) -> Decision:
         """Rank the FAQ for ``text`` and decide: answer, clarify or fall back.
 
         Until a staged start has its answer heads, the bot offers choices rather than answering outright: the
         thresholds are calibrated on the full index, and questions alone score higher (demo out-of-scope
-        questions answered .04 -> .08, JHU wrong answers .061 -> .079)."""
-        decision = rank_and_decide(self.retriever, self.policies, self.reranker, self.top_k, text, lang)
+        questions answered .04 -> .08, JHU wrong answers .061 -> .079).  Reads ``truncate(text)`` only."""
+        decision = rank_and_decide(self.retriever, self.policies, self.reranker, self.top_k, self.truncate(text), lang)
         if decision.kind == ANSWER and not self.index_complete:
             return replace(decision, kind=CLARIFY)
         return decision

@@ -7,7 +7,6 @@ message as answered.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from contextlib import contextmanager
@@ -18,12 +17,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 
-from bot.messages import POSTBACK, TEXT, UNSUPPORTED, Incoming, Reply, SendError, decode_postback, encode_postback
+from bot.messages import (POSTBACK, TEXT, UNSUPPORTED, Incoming, Malformed, Reply, SendError, decode_json,
+                          decode_postback, encode_postback, value_at)
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")  # "1700000000.000100"
 _PERMANENT = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "channel_not_found",
               "not_in_channel", "is_archived", "missing_scope"}
 _BUTTON_TEXT_MAX = 75
@@ -51,10 +52,13 @@ class SlackAdapter:
     def decode(body: bytes):
         """Events arrive as JSON, button clicks as a form with a JSON ``payload``."""
         if body.startswith(b"payload="):
-            return json.loads(parse_qs(body.decode("utf-8"))["payload"][0])
+            payload = parse_qs(body.decode("utf-8", "replace")).get("payload")
+            if not payload:
+                raise Malformed("form has no payload")
+            return decode_json(payload[0])
         if body.startswith(b"ssl_check="):
             return {"type": "ssl_check"}
-        return json.loads(body)
+        return decode_json(body)
 
     @staticmethod
     def handshake(payload) -> dict | None:
@@ -73,29 +77,32 @@ class SlackAdapter:
 
     def event_id(self, raw: dict) -> str:
         if raw.get("type") == "block_actions":
-            action = (raw.get("actions") or [{}])[0]
-            return f"action-{(raw.get('user') or {}).get('id')}-{action.get('action_ts')}"
-        return str(raw.get("event_id") or "")
+            user = value_at(raw, "user.id", str, required=True)
+            return f"action-{user}-{value_at(raw, 'actions.0.action_ts', str, required=True)}"
+        return value_at(raw, "event_id", str, required=True)
 
     def parse(self, raw: dict) -> Incoming | None:
+        """An ``Incoming`` for residents' messages and clicks; None for the rest (answered 200, not queued);
+        Malformed when the fields we read are not Slack's shape."""
         if raw.get("type") == "block_actions":
             return _click(raw, self.event_id(raw))
-        event = raw.get("event") or {}
-        own = {a.get("user_id") for a in raw.get("authorizations") or []}
-        subtype = event.get("subtype")
-        from_a_bot = event.get("bot_id") or not event.get("user") or event.get("user") in own
-        if from_a_bot or subtype not in (None, "file_share"):
-            return None  # our own and other bots' messages, edits, deletions, joins…
-        in_dm = event.get("type") == "message" and event.get("channel_type") == "im"
-        if not in_dm and event.get("type") != "app_mention":
-            return None
-        thread = event.get("thread_ts") or (None if in_dm else event.get("ts"))
+        event_id, kind = self.event_id(raw), value_at(raw, "event.type", str, required=True)
+        subtype = value_at(raw, "event.subtype", str)
+        if kind not in ("message", "app_mention") or subtype not in (None, "file_share"):
+            return None  # other events (their fields differ: team_join's user is an object), edits, deletions…
+        user, own = value_at(raw, "event.user", str), value_at(raw, "authorizations.0.user_id", str)
+        if value_at(raw, "event.bot_id", str) or not user or user == own:
+            return None  # our own and other bots' messages
+        in_dm = kind == "message" and value_at(raw, "event.channel_type", str) == "im"
+        if not in_dm and kind != "app_mention":
+            return None  # plain channel messages
+        ts = value_at(raw, "event.ts", str, required=True)
         return Incoming(
-            platform=PLATFORM, user_id=event["user"], event_id=self.event_id(raw),
-            kind=UNSUPPORTED if subtype == "file_share" else TEXT,
-            timestamp_ms=int(float(event.get("ts") or raw.get("event_time") or 0) * 1000),
-            text=_MENTION.sub("", event.get("text") or "").strip(), detail=event["type"],
-            address={"channel": event.get("channel"), "thread_ts": thread},
+            platform=PLATFORM, user_id=user, event_id=event_id, kind=UNSUPPORTED if subtype == "file_share" else TEXT,
+            timestamp_ms=_milliseconds(ts, "event.ts"), detail=kind,
+            text=_MENTION.sub("", value_at(raw, "event.text", str) or "").strip(),
+            address={"channel": value_at(raw, "event.channel", str, required=True),
+                     "thread_ts": value_at(raw, "event.thread_ts", str) or (None if in_dm else ts)},
         )
 
     # -- worker side ------------------------------------------------------
@@ -134,19 +141,26 @@ def _errors():
 
 
 def _click(raw: dict, event_id: str) -> Incoming | None:
-    action = (raw.get("actions") or [{}])[0]
-    message, channel = raw.get("message") or {}, (raw.get("channel") or {}).get("id")
-    user = (raw.get("user") or {}).get("id")
-    if not user or not channel or "value" not in action:
+    """A press of one of our buttons; None for other block actions (no value: menus; no channel: modals)."""
+    channel, value = value_at(raw, "channel.id", str), value_at(raw, "actions.0.value", str)
+    timestamp_ms = _milliseconds(value_at(raw, "actions.0.action_ts", str, required=True), "actions.0.action_ts")
+    if not channel or value is None:
         return None
+    clicked_ts = value_at(raw, "message.ts", str)
     return Incoming(
-        platform=PLATFORM, user_id=user, event_id=event_id, kind=POSTBACK,
-        timestamp_ms=int(float(action.get("action_ts") or 0) * 1000), data=decode_postback(action["value"]),
-        detail="block_actions",
-        address={"channel": channel, "thread_ts": message.get("thread_ts") or message.get("ts"),
-                 "clicked_ts": message.get("ts"), "clicked_text": message.get("text", ""),
-                 "clicked_label": (action.get("text") or {}).get("text", "")},
+        platform=PLATFORM, user_id=value_at(raw, "user.id", str, required=True), event_id=event_id, kind=POSTBACK,
+        timestamp_ms=timestamp_ms, data=decode_postback(value), detail="block_actions",
+        address={"channel": channel, "thread_ts": value_at(raw, "message.thread_ts", str) or clicked_ts,
+                 "clicked_ts": clicked_ts, "clicked_text": value_at(raw, "message.text", str) or "",
+                 "clicked_label": value_at(raw, "actions.0.text.text", str) or ""},
     )
+
+
+def _milliseconds(ts: str, path: str) -> int:
+    """A Slack timestamp ("1700000000.000100", seconds) in milliseconds; Malformed when it is none."""
+    if not _TIMESTAMP.fullmatch(ts):
+        raise Malformed(f"{path} must be a Slack timestamp")
+    return int(float(ts) * 1000)
 
 
 def _blocks(reply: Reply) -> list[dict]:
