@@ -37,7 +37,7 @@ def status_mb(field: str) -> float:
 def measure() -> dict:
     """In this process: build, answer, and report."""
     started = time.perf_counter()
-    settings = Settings.from_env()
+    settings = Settings.nlu_from_env()
     settings.check()
     nlu = build_nlu(settings)
     nlu.complete_index()

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bot import console, health, local_chat, local_sinks, webhook
+from bot import console, health, local_chat, local_sinks, metrics, webhook
 from bot.services import build_services
 from config.settings import Settings
 
@@ -18,6 +19,9 @@ def create_app(settings: Settings | None = None, redis=None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings)
     app = Flask(__name__)
+    if settings.trusted_proxy_hops:  # the client's address and scheme as the PaaS router saw them
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     app.extensions["bot"] = build_services(settings, redis)
     app.config.update(
         SECRET_KEY=settings.secret_key or None,
@@ -27,6 +31,7 @@ def create_app(settings: Settings | None = None, redis=None) -> Flask:
     )
     app.register_blueprint(webhook.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     if settings.console_operators and settings.secret_key:
         app.register_blueprint(console.bp)
     if settings.is_local:

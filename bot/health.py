@@ -1,4 +1,10 @@
-"""``GET /healthz`` for the PaaS: Redis reachable, a worker alive, an FAQ loaded."""
+"""``GET /healthz`` for the PaaS: Redis reachable, a worker alive, an FAQ loaded.
+
+Each worker reports every few seconds under its own name, so any number of
+workers on any number of machines can be counted, a worker that stops
+gracefully is forgotten at once, and one killed outright drops out once its
+last report is older than ``WORKER_HEARTBEAT_MAX_AGE_SECONDS``.
+"""
 from __future__ import annotations
 
 import json
@@ -8,12 +14,39 @@ import redis
 from flask import Blueprint, current_app, jsonify
 
 bp = Blueprint("health", __name__)
-HEARTBEAT_KEY = "worker:heartbeat"
+BEATS_KEY = "workers:beats"  # sorted set: worker name -> time of its last report
+_STATUS_KEY = "workers:status:{}"  # what that worker serves (JSON), expiring by itself
+_FORGET_AFTER_S = 86400  # reports this old are removed from the set
 
 
-def write_heartbeat(client, status: dict, ttl_seconds: int) -> None:
-    """Called by each worker every few seconds; expires if the worker dies."""
-    client.set(HEARTBEAT_KEY, json.dumps({"ts": time.time(), **status}), ex=ttl_seconds)
+def write_heartbeat(client, name: str, status: dict, max_age_s: int) -> None:
+    """One worker's report: alive now, serving this FAQ."""
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(BEATS_KEY, {name: now})
+    pipe.set(_STATUS_KEY.format(name), json.dumps(status), ex=max(max_age_s, 1) * 2)
+    pipe.zremrangebyscore(BEATS_KEY, 0, now - _FORGET_AFTER_S)
+    pipe.execute()
+
+
+def forget_worker(client, name: str) -> None:
+    """A worker stopping gracefully stops counting at once."""
+    client.pipeline(transaction=False).zrem(BEATS_KEY, name).delete(_STATUS_KEY.format(name)).execute()
+
+
+def last_beats(client) -> dict[str, float]:
+    """Every worker's last report time, live or not."""
+    return {name.decode(): score for name, score in client.zrange(BEATS_KEY, 0, -1, withscores=True)}
+
+
+def live_workers(services, now: float | None = None) -> dict[str, dict]:
+    """The workers that reported within the max age, and since this web run began (a worker killed before a
+    restart does not count), with what each serves."""
+    now = time.time() if now is None else now
+    since = max(now - services.settings.worker_heartbeat_max_age_seconds, services.started_at)
+    names = [name.decode() for name in services.redis.zrangebyscore(BEATS_KEY, since, "+inf")]
+    statuses = services.redis.mget([_STATUS_KEY.format(name) for name in names]) if names else []
+    return {name: json.loads(raw) if raw else {} for name, raw in zip(names, statuses)}
 
 
 @bp.get("/healthz")
@@ -21,20 +54,21 @@ def healthz():
     services = current_app.extensions["bot"]
     try:
         services.redis.ping()
-        raw = services.redis.get(HEARTBEAT_KEY)
+        workers = live_workers(services)
+        queued = services.queue.count
     except redis.RedisError as error:
         return jsonify(ok=False, redis=f"unreachable: {error}"), 503
-    beat = json.loads(raw) if raw else {}
-    age = time.time() - beat.get("ts", 0)
+    beat = max(workers.values(), key=lambda status: status.get("faq_loaded_at", 0), default={})
     checks = {
         "redis": "ok",
-        "worker": "ok" if age <= services.settings.worker_heartbeat_max_age_seconds else "no heartbeat",
+        "worker": "ok" if workers else "no heartbeat",
+        "workers": len(workers),
         "faq": "ok" if beat.get("faq_entries") else "not loaded",
         "faq_entries": beat.get("faq_entries", 0),
         "faq_error": beat.get("faq_error", ""),
         "faq_index": beat.get("faq_index", ""),
         "outside_questions": beat.get("outside_questions", 0),
-        "queued": services.queue.count,
+        "queued": queued,
     }
     ok = checks["worker"] == "ok" and checks["faq"] == "ok"
     return jsonify(ok=ok, **checks), 200 if ok else 503

@@ -11,6 +11,8 @@ import logging
 import time
 from dataclasses import asdict
 
+from rq import get_current_job
+
 from bot.convlog import redact
 from bot.dialogue import Turn
 from bot.messages import TEXT, Choice, Incoming, Reply, SendError
@@ -52,6 +54,7 @@ def send_operator_message(platform: str, user_id: str, text: str, operator: str,
     try:
         result = adapter.push(user_id, services.handover.address(platform, user_id), text, message_id)
     except SendError as error:
+        services.metrics.send_failed(platform, error.permanent)
         services.convlog.append(platform, user_id, "out", text, decision="operator", operator=operator,
                                 send_result=f"failed: {error}")
         if not error.permanent:
@@ -78,12 +81,14 @@ def process(services, adapter, incoming: Incoming) -> str:
         if error.delivered:
             result = "delivered-earlier"
         else:
+            services.metrics.send_failed(incoming.platform, error.permanent)
             _log_reply(services, incoming, reply, f"failed: {error}", started)
             if not error.permanent:
                 raise  # RQ retries; the next attempt sends the same reply
             log.error("permanent send failure for event %s: %s", incoming.event_id, error)
             return "failed"
     redis.set(done_key, result, ex=services.settings.dedupe_ttl_seconds)
+    services.metrics.replied(_since_accepted(incoming))
     _log_reply(services, incoming, reply, result, started)
     log.info("event %s (%s) answered by %s", incoming.event_id, incoming.detail, result)
     return result
@@ -104,6 +109,7 @@ def _decide_once(services, adapter, incoming: Incoming) -> Reply | None:
     else:
         turn = services.dialogue.handle(incoming, state)
     _log_incoming(services, incoming, turn)
+    services.metrics.decided(turn.decision, turn.lang, None if turn.nlu_ms is None else turn.nlu_ms / 1000)
     if turn.question:
         _remember_unanswered(services, incoming, turn)
     if turn.state is None:
@@ -156,6 +162,14 @@ def _log_reply(services, incoming: Incoming, reply: Reply, result: str, started:
         latency_ms=_age_ms(incoming),
         job_ms=f"{(time.perf_counter() - started) * 1000:.1f}",
     )
+
+
+def _since_accepted(incoming: Incoming) -> float:
+    """Seconds since the webhook queued this event (the job's creation), for the webhook-to-reply histogram."""
+    job = get_current_job()
+    if job is None or job.created_at is None:
+        return _age_ms(incoming) / 1000
+    return max(0.0, time.time() - job.created_at.timestamp())
 
 
 def _age_ms(incoming: Incoming) -> int:

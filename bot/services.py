@@ -5,6 +5,7 @@ The web process builds these without the NLU; the worker adds the dialogue
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from rq import Queue
@@ -12,6 +13,7 @@ from rq import Queue
 from bot.convlog import ConversationLog
 from bot.faq_overlay import FaqOverlay
 from bot.handover import Handover
+from bot.metrics import WorkerMetrics
 from bot.platforms.line import LineAdapter
 from bot.platforms.slack import SlackAdapter
 from bot.redis_conn import connect
@@ -31,6 +33,8 @@ class Services:
     handover: Handover
     unanswered: Unanswered
     overlay: FaqOverlay
+    metrics: WorkerMetrics
+    started_at: float  # when this run of the process began: /healthz counts workers that reported since
     dialogue: object = None  # bot.dialogue.Dialogue, only in workers
 
 
@@ -56,6 +60,8 @@ def build_services(settings: Settings, redis=None) -> Services:
         handover=Handover(redis, settings.log_retention_days * 86400),
         unanswered=Unanswered(redis, settings.log_retention_days),
         overlay=FaqOverlay(redis),
+        metrics=WorkerMetrics(redis),
+        started_at=settings.web_started_at or time.time(),
         convlog=ConversationLog(
             redis,
             settings.log_retention_days,

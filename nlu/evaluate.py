@@ -341,7 +341,7 @@ def add_data_options(parser) -> None:
 
 def settings_for(args) -> Settings:
     """The bot's settings from the environment, with this run's --reranker / --answer-chars."""
-    settings = Settings.from_env()
+    settings = Settings.nlu_from_env()
     if args.reranker:
         settings = settings.replace(nlu_reranker_dir=args.reranker)
     if args.answer_chars is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 
 from werkzeug.serving import make_server
@@ -29,6 +30,7 @@ class FakeApi:
     def __init__(self):
         self.requests: list[Recorded] = []
         self._failures: list[tuple[int, str, dict]] = []
+        self._holds: list[tuple[str, float]] = []
         self._lock = threading.Lock()
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
@@ -38,11 +40,17 @@ class FakeApi:
         with self._lock:
             self.requests.clear()
             self._failures.clear()
+            self._holds.clear()
 
     def fail_next(self, status: int, times: int = 1, path: str = "", body: dict | None = None) -> None:
         """The next ``times`` requests whose path contains ``path`` answer ``status`` (and ``body``)."""
         with self._lock:
             self._failures.extend([(status, path, body or {"message": f"fake error {status}"})] * times)
+
+    def hold_next(self, path: str, seconds: float) -> None:
+        """The next request whose path contains ``path`` is answered only after ``seconds`` (a slow platform)."""
+        with self._lock:
+            self._holds.append((path, seconds))
 
     def close(self) -> None:
         self._server.shutdown()
@@ -53,6 +61,10 @@ class FakeApi:
     def _app(self, environ, start_response):
         request = Request(environ)
         body = request.get_json(silent=True) or request.form.to_dict() or {}
+        with self._lock:
+            hold = next((i for i, (part, _) in enumerate(self._holds) if part in request.path), None)
+            seconds = 0.0 if hold is None else self._holds.pop(hold)[1]
+        time.sleep(seconds)
         with self._lock:
             status, answer = self._failure_for(request.path) or self.answer(request, body)
             self.requests.append(Recorded(request.method, request.path, dict(request.headers), body, status))

@@ -9,7 +9,7 @@ from rq import SimpleWorker
 
 from bot.console.improve import group
 from bot.unanswered import pack
-from bot.worker import beat, build_worker_services
+from bot.worker import build_worker_services, reload_faq
 from config.settings import PROJECT_ROOT
 from nlu import Nlu, policies_from
 from bot.faq_overlay import FaqOverlay
@@ -52,7 +52,7 @@ def test_an_attached_alternate_makes_the_bot_answer_that_phrasing(operator, smal
     operator.post("/console/unanswered/attach", data=form(operator, item=pending["id"], faq_id="cost-printing"))
     assert small_worker.unanswered.items() == []
 
-    beat(small_worker)  # the worker's heartbeat reloads the FAQ with the accepted phrasing
+    reload_faq(small_worker)  # the worker reloads the FAQ with the accepted phrasing
     line_api.reset()
     post_events(operator, line_event(text=question, user="Uimprove"))
     small_worker.run()
@@ -121,7 +121,7 @@ def test_a_question_marked_not_ours_is_no_longer_answered_outright(operator, sma
     page = operator.post("/console/unanswered/not-ours", data=form(operator, ids=pending["id"]), follow_redirects=True)
     assert "Marked 1 question(s)" in page.get_data(as_text=True) and small_worker.unanswered.items() == []
 
-    beat(small_worker)  # the worker's heartbeat reloads the FAQ with the marked question
+    reload_faq(small_worker)  # the worker reloads the FAQ with the marked question
     decision = nlu.answer(question, "ja")
     assert decision.kind == CLARIFY and decision.outside > decision.top.score
     assert nlu.status()["outside_questions"] == 1

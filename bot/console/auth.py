@@ -1,6 +1,7 @@
 """Signing operators in and out, CSRF tokens, and the login rate limit."""
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 
@@ -9,7 +10,10 @@ from werkzeug.security import check_password_hash
 
 from bot.console import bp
 
-_FAILURES_ALLOWED, _LOCKOUT_S = 5, 900
+#: Failed sign-ins allowed per 15 minutes from one client address, and on one operator name from anywhere: one
+#: address's typos lock out only that address, and a guesser spread over many addresses is still held to a few
+#: tries an account.
+_FAILURES_PER_ADDRESS, _FAILURES_PER_NAME, _LOCKOUT_S = 5, 10, 900
 
 
 def operators(settings) -> dict[str, str]:
@@ -43,8 +47,10 @@ def _guard():
     return None
 
 
-def _limit_key() -> str:
-    return f"console:login-failures:{request.remote_addr}"
+def _limit_keys(name: str) -> tuple[str, str]:
+    """Failure counters of the client's address (as the trusted proxy saw it) and of the operator name."""
+    hashed_name = hashlib.sha256(name.encode()).hexdigest()[:32]  # any text a guesser types, kept short
+    return f"console:login-failures:addr:{request.remote_addr}", f"console:login-failures:name:{hashed_name}"
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -52,19 +58,23 @@ def login():
     redis = current_app.extensions["bot"].redis
     error, status = None, 200
     if request.method == "POST":
-        failures = int(redis.get(_limit_key()) or 0)
         name, password = request.form.get("name", ""), request.form.get("password", "")
+        by_address, by_name = _limit_keys(name)
+        address_failures, name_failures = (int(n or 0) for n in redis.mget(by_address, by_name))
         hashed = operators(current_app.extensions["bot"].settings).get(name)
-        if failures >= _FAILURES_ALLOWED:
+        if address_failures >= _FAILURES_PER_ADDRESS or name_failures >= _FAILURES_PER_NAME:
             error, status = f"Too many failed sign-ins. Try again in {_LOCKOUT_S // 60} minutes.", 429
         elif hashed and check_password_hash(hashed, password):
-            redis.delete(_limit_key())
+            redis.delete(by_address, by_name)
             session.clear()
             session["operator"] = name
             target = request.args.get("next", "")
             return redirect(target if target.startswith("/console") else url_for("console.conversations"))
         else:
-            redis.pipeline().incr(_limit_key()).expire(_limit_key(), _LOCKOUT_S).execute()
+            pipe = redis.pipeline()
+            for key in (by_address, by_name):
+                pipe.incr(key).expire(key, _LOCKOUT_S)
+            pipe.execute()
             error, status = "Wrong name or password.", 401
     return render_template("console/login.html", error=error), status
 

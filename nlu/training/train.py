@@ -218,7 +218,7 @@ def main(argv=None) -> None:
 
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    settings = Settings.from_env()
+    settings = Settings.nlu_from_env()
     # the encoders the bot ships: --measure indexes the sets with them, and lists hold what they retrieve
     embedder = build_embedder(settings, *load_encoders(settings))
     if args.measure:

@@ -118,7 +118,7 @@ def main(argv=None) -> None:
 
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    settings = Settings.from_env({**os.environ, "NLU_TUNED_ENCODER": "off"})  # --out may not exist yet
+    settings = Settings.nlu_from_env({**os.environ, "NLU_TUNED_ENCODER": "off"})  # --out may not exist yet
     embedder = build_embedder(settings, load_e5(args.threads))  # lists reuse cached vectors
     if args.adapt:
         train, dev = adapt_lists(args.adapt, args.lang, embedder, args.seed, args.answer_sentences, args.labelled)
