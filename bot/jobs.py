@@ -1,8 +1,10 @@
 """Queue jobs: plain functions the worker runs for each accepted platform event.
 
-A job may run more than once (RQ retries after a failure), so it is written
-to be repeated safely: the reply is decided once and kept under the event id,
-and a sent reply is marked before anything else can fail.
+A job may run more than once (RQ retries after a failure, or the job is put
+back after its worker died), so it is written to be repeated safely: the
+reply is decided once and kept under the event id, and each send is marked
+before and after the platform call (``bot.send_marks``).  A message that
+cannot be delivered is never dropped silently: operators see it waiting.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from rq import get_current_job
 from bot.convlog import redact
 from bot.dialogue import Turn
 from bot.messages import TEXT, Choice, Incoming, Reply, SendError
+from bot.send_marks import SendMarks
 
 log = logging.getLogger(__name__)
 
@@ -45,53 +48,90 @@ def _require_services():
 
 
 def send_operator_message(platform: str, user_id: str, text: str, operator: str, message_id: str) -> str:
-    """An operator's reply from the console, sent once even if the job is retried."""
+    """An operator's reply from the console, sent once however often the job runs."""
     services = _require_services()
-    done_key = f"operator:sent:{message_id}"
-    if services.redis.exists(done_key):
+    marks = SendMarks(services.redis, "operator", message_id, services.settings.dedupe_ttl_seconds)
+    if marks.sent():
         return "already-sent"
     adapter = services.adapters[platform]
+
+    def record(result: str, handoff: bool = False) -> None:
+        services.convlog.append(platform, user_id, "out", text, decision="operator", operator=operator,
+                                send_result=result, handoff=int(handoff))
+
+    if marks.interrupted() and not adapter.pushes_once:
+        return _unconfirmed(services, platform, marks, record)
+    marks.begin("push")
     try:
         result = adapter.push(user_id, services.handover.address(platform, user_id), text, message_id)
     except SendError as error:
-        services.metrics.send_failed(platform, error.permanent)
-        services.convlog.append(platform, user_id, "out", text, decision="operator", operator=operator,
-                                send_result=f"failed: {error}")
-        if not error.permanent:
-            raise
-        return "failed"
-    services.redis.set(done_key, result, ex=services.settings.dedupe_ttl_seconds)
-    services.convlog.append(platform, user_id, "out", text, decision="operator", operator=operator,
-                            send_result=result)
+        if not error.delivered:
+            marks.failed()
+            return _after_failure(services, platform, error, record)
+        result = "delivered-earlier"
+    marks.done(result)
+    record(result)
     return result
 
 
 def process(services, adapter, incoming: Incoming) -> str:
-    redis = services.redis
-    done_key = f"event:sent:{incoming.platform}:{incoming.event_id}"
-    if redis.exists(done_key):
+    marks = SendMarks(services.redis, "event", f"{incoming.platform}:{incoming.event_id}",
+                      services.settings.dedupe_ttl_seconds)
+    if marks.sent():
         return "already-sent"
     started = time.perf_counter()
     reply = _decide_once(services, adapter, incoming)
     if reply is None:
         return "no-reply"
+
+    def record(result: str, handoff: bool = False) -> None:
+        _log_reply(services, incoming, reply, result, started, handoff)
+
+    interrupted = marks.interrupted()
+    method = adapter.method(incoming, interrupted)
+    if method is None:
+        return _unconfirmed(services, incoming.platform, marks, record)
+    marks.begin(method)
     try:
-        result = adapter.send(incoming, reply)
+        result = adapter.send(incoming, reply, method, resend=interrupted is not None)
     except SendError as error:
-        if error.delivered:
-            result = "delivered-earlier"
-        else:
-            services.metrics.send_failed(incoming.platform, error.permanent)
-            _log_reply(services, incoming, reply, f"failed: {error}", started)
-            if not error.permanent:
-                raise  # RQ retries; the next attempt sends the same reply
-            log.error("permanent send failure for event %s: %s", incoming.event_id, error)
-            return "failed"
-    redis.set(done_key, result, ex=services.settings.dedupe_ttl_seconds)
+        if not error.delivered:
+            marks.failed()
+            return _after_failure(services, incoming.platform, error, record)
+        result = "delivered-earlier"
+    marks.done(result)
     services.metrics.replied(_since_accepted(incoming))
-    _log_reply(services, incoming, reply, result, started)
+    record(result)
     log.info("event %s (%s) answered by %s", incoming.event_id, incoming.detail, result)
     return result
+
+
+def _after_failure(services, platform: str, error: SendError, record) -> str:
+    """A platform error: raise it for RQ to retry while retries are left (transient errors only); otherwise give
+    up where operators see it: the conversation waits for a person in the console, and /metrics counts it."""
+    final = error.permanent or not _retries_left()
+    services.metrics.send_failed(platform, "permanent" if error.permanent else "given-up" if final else "transient")
+    if not final:
+        record(f"failed, will retry: {error}")
+        raise error
+    record(f"undelivered: {error}", handoff=True)
+    log.error("%s message undelivered: %s", platform, error)
+    return "undelivered"
+
+
+def _unconfirmed(services, platform: str, marks: SendMarks, record) -> str:
+    """An interrupted send that may have arrived and cannot be sent again without risking a second copy."""
+    services.metrics.send_failed(platform, "unconfirmed")
+    record("unconfirmed: the worker stopped while the platform was answering; it may not have arrived",
+           handoff=True)
+    marks.done("unconfirmed")
+    log.warning("%s message unconfirmed: its worker stopped during the send", platform)
+    return "unconfirmed"
+
+
+def _retries_left() -> bool:
+    job = get_current_job()
+    return bool(job is not None and job.retries_left)
 
 
 def _decide_once(services, adapter, incoming: Incoming) -> Reply | None:
@@ -150,7 +190,7 @@ def _log_incoming(services, incoming: Incoming, turn) -> None:
     )
 
 
-def _log_reply(services, incoming: Incoming, reply: Reply, result: str, started: float) -> None:
+def _log_reply(services, incoming: Incoming, reply: Reply, result: str, started: float, handoff: bool) -> None:
     services.convlog.append(
         incoming.platform,
         incoming.user_id,
@@ -161,6 +201,7 @@ def _log_reply(services, incoming: Incoming, reply: Reply, result: str, started:
         send_result=result,
         latency_ms=_age_ms(incoming),
         job_ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+        handoff=int(handoff),
     )
 
 

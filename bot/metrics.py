@@ -38,8 +38,9 @@ WEBHOOK_SECONDS = Histogram("bot_webhook_ack_seconds", "Time to acknowledge a we
 #: The worker's metrics: name -> (kind, help, label names or histogram buckets).
 WORKER_METRICS = {
     "bot_decisions": ("counter", "Incoming turns by the bot's decision and language", ("decision", "lang")),
-    "bot_send_failures": ("counter", "Replies the platform did not accept, by platform and permanence",
-                          ("platform", "permanence")),
+    "bot_send_failures": ("counter", "Messages the platform did not take, by platform and kind: transient (retried), "
+                          "given-up (retries spent), permanent, unconfirmed (the worker died during the send)",
+                          ("platform", "kind")),
     "bot_nlu_seconds": ("histogram", "NLU time per question", _SECONDS),
     "bot_reply_seconds": ("histogram", "From the webhook accepting a message to the platform accepting the reply",
                           _SECONDS),
@@ -64,9 +65,9 @@ class WorkerMetrics:
         _observe(pipe, "bot_reply_seconds", seconds)
         pipe.execute()
 
-    def send_failed(self, platform: str, permanent: bool) -> None:
+    def send_failed(self, platform: str, kind: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        _count(pipe, "bot_send_failures", platform=platform, permanence="permanent" if permanent else "transient")
+        _count(pipe, "bot_send_failures", platform=platform, kind=kind)
         pipe.execute()
 
 

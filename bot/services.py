@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from rq import Queue
+from rq import Queue, Retry
 
 from bot.convlog import ConversationLog
 from bot.faq_overlay import FaqOverlay
@@ -20,6 +20,9 @@ from bot.redis_conn import connect
 from bot.state import StateStore
 from bot.unanswered import Unanswered
 from config.settings import Settings
+
+
+_JOB_TIMEOUT_S = 120  # an NLU answer takes milliseconds, a send seconds; recording a send may wait a minute for Redis
 
 
 @dataclass
@@ -36,6 +39,15 @@ class Services:
     metrics: WorkerMetrics
     started_at: float  # when this run of the process began: /healthz counts workers that reported since
     dialogue: object = None  # bot.dialogue.Dialogue, only in workers
+
+    def enqueue(self, function: str, *args, description: str):
+        """Queue a job by its name (the web process never imports the NLU), retried with backoff after a
+        transient failure (the jobs are safe to repeat).  RQ logs the ``description``, which names ids only,
+        instead of the arguments, which carry residents' and operators' text."""
+        retries, intervals = self.settings.job_retries, list(self.settings.job_retry_intervals)
+        retry = Retry(max=retries, interval=intervals) if retries else None
+        return self.queue.enqueue(function, *args, description=description, retry=retry, job_timeout=_JOB_TIMEOUT_S,
+                                  failure_ttl=7 * 86400)
 
 
 def build_services(settings: Settings, redis=None) -> Services:

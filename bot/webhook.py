@@ -9,7 +9,6 @@ import logging
 
 import redis
 from flask import Blueprint, current_app, jsonify, request
-from rq import Retry
 
 from bot.messages import Malformed
 
@@ -85,19 +84,12 @@ def _refuse_malformed(platform: str, reason: str):
 
 def _enqueue_once(services, platform: str, raw_event: dict) -> bool:
     """Queue the event unless this event id was already accepted (redeliveries)."""
-    adapter = services.adapters[platform]
-    key = f"event:seen:{platform}:{adapter.event_id(raw_event)}"
+    event_id = services.adapters[platform].event_id(raw_event)
+    key = f"event:seen:{platform}:{event_id}"
     if not services.redis.set(key, 1, nx=True, ex=services.settings.dedupe_ttl_seconds):
         return False
     try:
-        services.queue.enqueue(
-            "bot.jobs.handle_event",  # by name: the web process never imports the NLU
-            platform,
-            raw_event,
-            retry=_retry(services.settings),
-            job_timeout=120,
-            failure_ttl=7 * 86400,
-        )
+        services.enqueue("bot.jobs.handle_event", platform, raw_event, description=f"{platform} event {event_id}")
     except redis.RedisError:
         _forget(services.redis, key)
         raise
@@ -110,10 +102,3 @@ def _forget(client, key: str) -> None:
         client.delete(key)
     except redis.RedisError:
         log.error("could not clear dedupe key %s; the retried event may be dropped", key)
-
-
-def _retry(settings):
-    """Transient send failures are retried later; the job is safe to repeat."""
-    if not settings.job_retries:
-        return None
-    return Retry(max=settings.job_retries, interval=list(settings.job_retry_intervals))

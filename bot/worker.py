@@ -2,10 +2,11 @@
 
 Loads the NLU once, then runs queue jobs in this same process (RQ's
 ``SimpleWorker``: no fork per job, so the model is not reloaded and no forked
-child inherits torch/OpenMP threads).  Beside the job loop, one thread reports
-to /healthz and puts back the jobs of workers that died mid-job, and another
-reloads the FAQ when its files change (apart, so a long reload never makes
-this worker look dead).
+child inherits torch/OpenMP threads; no scheduler process either, see
+``bot.recovery``).  Beside the job loop, one thread reports to /healthz and
+puts back the jobs of workers that died mid-job, one enqueues due retries, and
+one reloads the FAQ when its files change (apart, so a long reload never makes
+this worker look dead).  A lost Redis is waited for, and the loop taken up again.
 """
 from __future__ import annotations
 
@@ -18,22 +19,20 @@ import time
 
 import redis
 from rq import SimpleWorker
-from rq.executions import Execution
-from rq.job import JobStatus
-from rq.utils import parse_composite_key
 
 from bot import jobs
 from bot.app import configure_logging
 from bot.dialogue import Dialogue
 from bot.health import forget_worker, last_beats, write_heartbeat
+from bot.messages import SendError
+from bot.recovery import enqueue_due_retries, requeue_abandoned
 from bot.services import build_services
 from config.settings import Settings, SettingsError
 from nlu import build_nlu
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 5
-#: A worker silent this long is gone (SIGKILL, out of memory): four missed reports, whatever the max age says.
-ABANDONED_AFTER_S = 20
+RETRIES_EVERY_S = 1  # a retry due in 2 s goes out within 3
 #: RQ's own registry cleanup (jobs caught between queue and start); its default is ten minutes.
 MAINTENANCE_EVERY_S = 60
 
@@ -66,43 +65,16 @@ def report(services, name: str) -> list[str]:
     return requeue_abandoned(services.queue, last_beats(services.redis))
 
 
-def requeue_abandoned(queue, beats: dict[str, float], now: float | None = None) -> list[str]:
-    """Put the jobs of workers that stopped reporting back at the front of the queue, within seconds (RQ's own
-    cleanup waits for the job's timeout and its next maintenance round: minutes).  The jobs are safe to run
-    again (``bot.jobs`` keeps the decided reply and the sent mark); removing the entry first makes sure only one
-    worker puts each back."""
-    now = time.time() if now is None else now
-    registry, connection = queue.started_job_registry, queue.connection
-    requeued = []
-    for entry in connection.zrange(registry.key, 0, -1):
-        job_id, execution_id = parse_composite_key(entry.decode())
-        job = queue.fetch_job(job_id)
-        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
-            continue  # finished meanwhile, or gone: RQ's cleanup handles leftovers
-        owner = _owner(connection, job, execution_id)
-        if owner and now - beats.get(owner, 0) < ABANDONED_AFTER_S:
-            continue
-        if connection.zrem(registry.key, entry):
-            queue.enqueue_job(job, at_front=True)
-            requeued.append(job_id)
-            log.warning("job %s of worker %s, which stopped reporting, is back in the queue", job_id, owner)
-    return requeued
-
-
-def _owner(connection, job, execution_id: str) -> str | None:
-    """The worker running the job: its execution record says, or the job's own mark once that has expired."""
-    try:
-        return Execution.fetch(execution_id, job.id, connection).worker_name
-    except ValueError:
-        return job.worker_name
-
-
 def _every(seconds: float, action, stop: threading.Event, what: str) -> None:
+    outage = False
     while not stop.wait(seconds):
         try:
             action()
-        except redis.RedisError as error:  # an outage: one line, the job loop says the rest
-            log.warning("%s: Redis unavailable (%s)", what, error)
+            outage = False
+        except redis.RedisError as error:  # one line an outage, not one a round; the job loop says the rest
+            if not outage:
+                log.warning("%s paused: Redis unavailable (%s)", what, error)
+            outage = True
         except Exception:  # noqa: BLE001 - a failed round must not kill the thread; /healthz will show it
             log.exception("%s failed", what)
 
@@ -141,16 +113,27 @@ class Worker(SimpleWorker):
         self.stop_requested = True
         super().handle_warm_shutdown_request()
 
+    def handle_exception(self, job, *exc_info):
+        """A platform's transient error is expected and retried: one line, no traceback."""
+        if isinstance(exc_info[1], SendError):
+            self.log.warning("%s: %s; retried later", job.description, exc_info[1])
+            return
+        super().handle_exception(job, *exc_info)
+
 
 def serve(settings: Settings) -> None:
     """Load the NLU, report, and take jobs until a graceful stop; after a Redis outage, take them up again."""
     if settings.is_local:
         log.warning("BOT_MODE=local: replies go to the local stand-ins, not to LINE or Slack")
     services = build_worker_services(settings, staged=True)
-    current = {}  # the name this process reports under: a new one after each outage, so that the old one's
-    stop = threading.Event()  # unfinished job is seen as abandoned and put back
+    # The name this process reports under: a new one after each outage, so that a job the old loop left unfinished
+    # is seen as abandoned and put back.
+    current = {}
+    stop = threading.Event()
     beats = (HEARTBEAT_EVERY_S, lambda: report(services, current["name"]) if current else None, stop, "heartbeat")
     threading.Thread(target=_every, args=beats, daemon=True, name="heartbeat").start()
+    retries = (RETRIES_EVERY_S, lambda: enqueue_due_retries(services.queue), stop, "retries")
+    threading.Thread(target=_every, args=retries, daemon=True, name="retries").start()
     reloads = (HEARTBEAT_EVERY_S, lambda: reload_faq(services), stop, "FAQ reload")
     threading.Thread(target=_every, args=reloads, daemon=True, name="faq-reload").start()
     threading.Thread(target=services.dialogue.nlu.complete_index, daemon=True, name="index").start()
@@ -162,7 +145,7 @@ def serve(settings: Settings) -> None:
             log.info("worker %s ready: %d FAQ entries, queue %r", worker.name,
                      len(services.dialogue.nlu.faq.entries), settings.queue_name)
             try:
-                worker.work(with_scheduler=True)
+                worker.work()
             except redis.RedisError as error:
                 log.warning("worker %s lost Redis (%s)", worker.name, error)
             signal.signal(signal.SIGTERM, _stop)  # RQ's handler goes with its loop

@@ -129,8 +129,8 @@ class Settings:
     greeting_examples: str = "visitor-register,venue-register,alert-what-to-do"
     max_body_bytes: int = 1024 * 1024
     dedupe_ttl_seconds: int = 24 * 3600
-    job_retries: int = 3
-    job_retry_intervals: tuple = (2, 10, 30)  # seconds; env: comma-separated
+    job_retries: int = 8  # a platform outage of up to about 19 minutes is waited out
+    job_retry_intervals: tuple = (2, 5, 15, 30, 60, 120, 300, 600)  # seconds; env: comma-separated
     worker_heartbeat_max_age_seconds: int = 60
     web_started_at: float = 0.0  # set by config/gunicorn.conf.py, not by deployers: when this run of the web began
     log_level: str = "INFO"

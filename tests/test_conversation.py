@@ -5,7 +5,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from bot import jobs
-from bot.convlog import ConversationLog
+from bot.convlog import ConversationLog, summary_key
 from bot.platforms.line import retry_key
 
 from tests.conftest import ACCESS_TOKEN, line_event, post_events, same_policies
@@ -96,7 +96,9 @@ def test_a_permanent_send_failure_is_recorded_for_operators_and_not_retried(clie
     ask(client, worker, event)
     assert len([r for r in line_api.requests if "/message/" in r.path]) == 1
     out = [t for t in worker.convlog.conversation("line", event["source"]["userId"]) if t["direction"] == "out"]
-    assert out[-1]["send_result"].startswith("failed: LINE API 400")
+    assert out[-1]["send_result"].startswith("undelivered: LINE API 400")
+    summary = worker.redis.hgetall(summary_key("line", event["source"]["userId"]))
+    assert b"handoff_since" in summary  # operators see the resident waiting for a person
 
 
 def worker_with_thresholds(worker, monkeypatch, answer: float, clarify: float):

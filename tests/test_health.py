@@ -1,12 +1,9 @@
-"""/healthz is green only with Redis, a live worker and an FAQ; dead workers' jobs go back to the queue."""
+"""/healthz is green only with Redis, a live worker and an FAQ."""
 import time
 
-from rq import SimpleWorker
-from rq.job import JobStatus
-
 from bot.app import create_app
-from bot.health import forget_worker, last_beats
-from bot.worker import ABANDONED_AFTER_S, report, requeue_abandoned
+from bot.health import forget_worker
+from bot.worker import report
 
 
 def test_healthz_is_503_until_a_worker_has_reported(client):
@@ -45,32 +42,3 @@ def test_healthz_is_503_when_redis_is_unreachable(settings):
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["redis"].startswith("unreachable")
-
-
-def _started_by(worker_services, name):
-    """A job taken off the queue by a worker named ``name`` that then died (its execution left as RQ leaves it)."""
-    job = worker_services.queue.enqueue("bot.jobs.handle_event", "line", {})
-    dead = SimpleWorker([worker_services.queue], connection=worker_services.redis, name=name)
-    worker_services.queue.remove(job)
-    dead.prepare_execution(job)
-    with worker_services.redis.pipeline() as pipe:
-        job.prepare_for_execution(name, pipe)
-        pipe.execute()
-    return job
-
-
-def test_the_job_of_a_worker_that_stopped_reporting_goes_back_to_the_front_of_the_queue(worker):
-    job = _started_by(worker, "killed")
-    now = time.time()
-    assert requeue_abandoned(worker.queue, {"killed": now - 5}, now) == []  # only late, maybe busy
-    assert requeue_abandoned(worker.queue, {"killed": now - ABANDONED_AFTER_S - 1}, now) == [job.id]
-    assert worker.queue.get_job_ids() == [job.id] and job.get_status() == JobStatus.QUEUED
-    assert worker.queue.started_job_registry.count == 0
-    assert requeue_abandoned(worker.queue, {}, now) == []  # put back once
-
-
-def test_a_live_worker_keeps_its_job(worker):
-    job = _started_by(worker, "alive")
-    report(worker, "alive")
-    assert requeue_abandoned(worker.queue, last_beats(worker.redis)) == []
-    assert job.get_status() == JobStatus.STARTED

@@ -60,10 +60,10 @@ def test_a_conversation_shows_in_the_metrics(scraped, worker, line_api):
     assert after[("bot_queue_depth", ())] == 0 and after[("bot_workers_alive", ())] == 1
 
 
-def test_send_failures_are_counted_by_permanence(scraped, worker, line_api):
+def test_send_failures_are_counted_by_kind(scraped, worker, line_api):
     line_api.fail_next(400)
     post_events(scraped, line_event(text="QRコードの登録はどうすればいいですか？", user="Urefused"))
     worker.run()
     after = scraped.scrape()
-    assert after[("bot_send_failures_total", (("permanence", "permanent"), ("platform", "line")))] == 1
+    assert after[("bot_send_failures_total", (("kind", "permanent"), ("platform", "line")))] == 1
     assert after[("bot_jobs_failed", ())] == 0  # a permanent refusal is logged, not retried

@@ -140,7 +140,7 @@ def test_an_invalid_token_is_a_permanent_failure_recorded_for_operators(client, 
     SimpleWorker([services.queue], connection=redis).work(burst=True)
     assert len([r for r in slack_api.requests if r.path.endswith("chat.postMessage")]) == 1  # not retried
     out = [t for t in services.convlog.conversation("slack", "UREVOKED") if t["direction"] == "out"]
-    assert out[-1]["send_result"] == "failed: Slack API 200 invalid_auth"
+    assert out[-1]["send_result"] == "undelivered: Slack API 200 invalid_auth"
 
 
 def test_slack_routes_are_off_until_configured(settings, redis):

@@ -14,6 +14,7 @@ from bot.console import bp
 #: address's typos lock out only that address, and a guesser spread over many addresses is still held to a few
 #: tries an account.
 _FAILURES_PER_ADDRESS, _FAILURES_PER_NAME, _LOCKOUT_S = 5, 10, 900
+_SESSION_TTL_S = 12 * 3600  # idle this long (a shift and more), an operator signs in again
 
 
 def operators(settings) -> dict[str, str]:
@@ -41,10 +42,28 @@ def _guard():
         sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
         if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
             abort(400, "missing or wrong CSRF token: reload the page and try again")
-    if request.endpoint != "console.login" and not session.get("operator"):
+    if request.endpoint == "console.login":
+        return None
+    g.operator = _signed_in()
+    if g.operator is None:
+        session.clear()
         return redirect(url_for("console.login", next=request.path))
-    g.operator = session.get("operator")
     return None
+
+
+def _signed_in() -> str | None:
+    """This session's operator while the server still holds the session: signing out, expiry and removal from
+    CONSOLE_OPERATORS end it here, whatever the browser kept.  Each request extends it."""
+    sid, name = session.get("sid"), session.get("operator")
+    services = current_app.extensions["bot"]
+    if not sid or not name or name not in operators(services.settings):
+        return None
+    held, _ = services.redis.pipeline().get(_session_key(sid)).expire(_session_key(sid), _SESSION_TTL_S).execute()
+    return name if held and held.decode() == name else None
+
+
+def _session_key(sid: str) -> str:
+    return f"console:session:{sid}"
 
 
 def _limit_keys(name: str) -> tuple[str, str]:
@@ -66,8 +85,10 @@ def login():
             error, status = f"Too many failed sign-ins. Try again in {_LOCKOUT_S // 60} minutes.", 429
         elif hashed and check_password_hash(hashed, password):
             redis.delete(by_address, by_name)
+            sid = secrets.token_urlsafe(32)
+            redis.set(_session_key(sid), name, ex=_SESSION_TTL_S)
             session.clear()
-            session["operator"] = name
+            session.update(operator=name, sid=sid)
             target = request.args.get("next", "")
             return redirect(target if target.startswith("/console") else url_for("console.conversations"))
         else:
@@ -81,5 +102,6 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    current_app.extensions["bot"].redis.delete(_session_key(session.get("sid", "")))
     session.clear()
     return redirect(url_for("console.login"))

@@ -141,8 +141,9 @@ def send(platform: str, user_id: str):
     services = _services()
     text = request.form.get("text", "").strip()
     if text and services.handover.operator_of(platform, user_id) == g.operator and platform in services.adapters:
-        services.queue.enqueue("bot.jobs.send_operator_message", platform, user_id, text, g.operator,
-                               uuid.uuid4().hex, retry=None, job_timeout=60)
+        message_id = uuid.uuid4().hex
+        services.enqueue("bot.jobs.send_operator_message", platform, user_id, text, g.operator, message_id,
+                         description=f"operator message {message_id}")
     return redirect(url_for("console.transcript", platform=platform, user_id=user_id))
 
 

@@ -118,18 +118,35 @@ class LineAdapter:
             except OSError as error:  # connection refused, reset, timeout
                 raise SendError(f"LINE API unreachable: {error}", permanent=False) from None
 
-    def send(self, incoming: Incoming, reply: Reply, now_ms: int | None = None) -> str:
-        """Send ``reply``; returns "reply" or "push"; raises SendError."""
+    def method(self, incoming: Incoming, interrupted: str | None, now_ms: int | None = None) -> str | None:
+        """Reply while the token is fresh (free, and LINE refuses a token used twice); otherwise push with a retry
+        key (LINE drops a second push with the same key).  None when an ``interrupted`` reply may have arrived
+        and its token has gone stale: nothing can tell, and a push could be a second answer."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if incoming.reply_token and now_ms - incoming.timestamp_ms < self._reply_token_max_age_ms:
+            return "reply"
+        return None if interrupted == "reply" else "push"
+
+    def send(self, incoming: Incoming, reply: Reply, method: str, resend: bool = False) -> str:
+        """Send ``reply`` by ``method``; returns how it went out; raises SendError.  A refused reply token means
+        the interrupted attempt used it (``resend``), or that it expired sooner than we allow: push instead."""
         message = self._message(reply)
-        fresh = incoming.reply_token and now_ms - incoming.timestamp_ms < self._reply_token_max_age_ms
-        with self._api() as api:
-            if fresh:
-                api.reply_message(ReplyMessageRequest(reply_token=incoming.reply_token, messages=[message]))
+        if method == "reply":
+            try:
+                with self._api() as api:
+                    api.reply_message(ReplyMessageRequest(reply_token=incoming.reply_token, messages=[message]))
                 return "reply"
+            except _ReplyTokenRefused:
+                if resend:
+                    raise SendError("sent by the interrupted attempt (LINE refused its reply token)",
+                                    permanent=True, delivered=True) from None
+        with self._api() as api:
             api.push_message(PushMessageRequest(to=incoming.user_id, messages=[message]),
                              x_line_retry_key=retry_key(incoming.event_id))
-            return "push"
+        return "push"
+
+    #: An operator's push can be sent again after an interrupted attempt: the retry key makes LINE drop a second.
+    pushes_once = True
 
     def push(self, user_id: str, address: dict, text: str, key: str) -> str:
         """An operator's message, sent at most once however often the job runs (retry key)."""
@@ -160,10 +177,17 @@ class LineAdapter:
         return TextMessage(text=reply.text[:_TEXT_MAX], quick_reply=QuickReply(items=items) if items else None)
 
 
+class _ReplyTokenRefused(SendError):
+    """LINE's 400 "Invalid reply token": used already, or expired."""
+
+
 def _send_error(error: ApiException) -> SendError:
     """409 means LINE already accepted this retry key: delivered, not failed."""
     status = error.status or 0
     if status == 409:
         return SendError("already delivered (retry key seen by LINE)", permanent=True, delivered=True)
+    body = error.body.decode("utf-8", "replace") if isinstance(error.body, bytes) else str(error.body or "")
+    if status == 400 and "Invalid reply token" in body[:500]:
+        return _ReplyTokenRefused("LINE refused the reply token", permanent=True)
     permanent = 400 <= status < 500 and status != 429
-    return SendError(f"LINE API {status}: {(error.body or b'')[:200]!r}", permanent=permanent)
+    return SendError(f"LINE API {status}: {body[:200]!r}", permanent=permanent)

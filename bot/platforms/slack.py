@@ -106,7 +106,14 @@ class SlackAdapter:
         )
 
     # -- worker side ------------------------------------------------------
-    def send(self, incoming: Incoming, reply: Reply, now_ms: int | None = None) -> str:
+    def method(self, incoming: Incoming, interrupted: str | None, now_ms: int | None = None) -> str | None:
+        """Post; but after an ``interrupted`` post nothing can tell whether it arrived (Slack has no retry key)."""
+        return None if interrupted else "post"
+
+    #: After an interrupted operator's post nothing can tell whether it arrived.
+    pushes_once = False
+
+    def send(self, incoming: Incoming, reply: Reply, method: str = "post", resend: bool = False) -> str:
         """Post in the conversation's thread; a click also marks its message as answered."""
         address = incoming.address
         with _errors():
