@@ -96,14 +96,14 @@ class Settings:
     nlu_top_k: int = 10
     # The policy, per language (English and Japanese scores come from different encoders and re-rankers):
     # python -m nlu.calibrate --set demo jhu localgov --joint
-    nlu_answer_threshold_ja: float = 0.888
+    nlu_answer_threshold_ja: float = 0.901
     nlu_answer_margin_ja: float = 0.005
-    nlu_answer_lead_ja: float = 0.024
-    nlu_clarify_threshold_ja: float = 0.864
-    nlu_answer_threshold_en: float = 0.903
+    nlu_answer_lead_ja: float = 0.02
+    nlu_clarify_threshold_ja: float = 0.877
+    nlu_answer_threshold_en: float = 0.906
     nlu_answer_margin_en: float = 0.02
-    nlu_answer_lead_en: float = 0.056
-    nlu_clarify_threshold_en: float = 0.875
+    nlu_answer_lead_en: float = 0.052
+    nlu_clarify_threshold_en: float = 0.879
     nlu_threads: int = 2
     nlu_answer_chars: int = 100  # answer characters embedded with each question (0: questions only)
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"
@@ -219,9 +219,10 @@ class Settings:
         if self.nlu_max_chars < 1:
             raise SettingsError("NLU_MAX_CHARS must be at least 1 (the NLU would read nothing)")
         for directory in self.tuned_encoder_dirs:
-            if not (Path(directory) / "model.safetensors").is_file():
-                raise SettingsError(f"NLU_TUNED_ENCODER: no model.safetensors in {directory} "
-                                    "(train one with python -m nlu.training.tune_encoder, or set it to off)")
+            if not (Path(directory) / "model.onnx").is_file():
+                raise SettingsError(f"NLU_TUNED_ENCODER: no model.onnx in {directory} (train one with python -m "
+                                    "nlu.training.tune_encoder, export it with python -m nlu.training.export_onnx, "
+                                    "or set it to off)")
         if self.nlu_outside_file and not Path(self.nlu_outside_file).is_file():
             raise SettingsError(f"NLU_OUTSIDE_FILE: no file {self.nlu_outside_file}")
         if self.reranker_enabled and not (Path(self.nlu_reranker_dir) / "model.safetensors").is_file():

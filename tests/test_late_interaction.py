@@ -55,12 +55,12 @@ def test_each_language_has_its_weight_and_zero_or_no_tuned_encoder_means_no_rera
 def test_one_pass_serves_the_question_vector_and_its_token_states(late, question):
     """A question is embedded from the pass late interaction reads; longer than one pass, by ``embed``'s
     windows: either way the vector is the one FAQ texts are compared with."""
-    from nlu.e5_model import embed
-    from nlu.encoder import PREFIX
+    from nlu.e5_model import embed_windows
 
     encoder = late.encoders["en"]
     vector = encoder.query(question)
-    assert np.allclose(vector, embed(encoder.bert, encoder.tokenizer, [question], prefix=PREFIX)[0], atol=1e-5)
+    windows = embed_windows(encoder._pool, encoder.tokenizer, [question], encoder.positions, prefix="query: ")[0]
+    assert np.allclose(vector, windows, atol=1e-5)
     assert encoder.token_states(question).shape[1] == len(vector)
 
 

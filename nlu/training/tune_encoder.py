@@ -18,7 +18,9 @@ captions, LocalgovFAQ answer sentences) made LocalgovFAQ worse in every mix
 tried, unless ``--keep .5`` pulls the weights halfway back afterwards
 (``pull_back``): that is the shipped ``models/e5-small-ja``.  Held-out lists
 (never trained on) are scored before and after; the numbers go into the
-model's ``config.json`` and ``train_log.jsonl``.
+model's ``config.json`` and ``train_log.jsonl``.  The folder gets the PyTorch
+weights (``model.safetensors``, kept out of git) and the file the bot runs,
+``model.onnx`` (``export_onnx``); ``--init`` reads either.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_e5
 from nlu.benchmarks import DATA_DIR
 from nlu.encoder import TunedEncoder, fit_score_map, gold_first, list_cosines
+from nlu.training.export_onnx import export
 from nlu.faq import LANGUAGES
 from nlu.training.lists import ANSWER_SENTENCES, LANG, adapt_lists, build_lists, source_names
 from nlu.training.train import logger
@@ -154,7 +157,9 @@ def main(argv=None) -> None:
         "held_out_lists": len(dev), "held_out_p@1": {"before": round(before, 4), "after": round(after, 4)}})
     log({"held_out_p@1_after": round(after, 4), "score_map": model.config["score_map"]})
     model.save(args.out)
-    print(f"held-out lists P@1 {before:.3f} -> {after:.3f}; saved {args.out}")
+    lowest = export(args.out, args.threads)  # what the bot runs
+    print(f"held-out lists P@1 {before:.3f} -> {after:.3f}; saved {args.out} (PyTorch weights, and model.onnx: "
+          f"lowest cosine to them {lowest:.4f})")
 
 
 if __name__ == "__main__":
