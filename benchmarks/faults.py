@@ -22,7 +22,6 @@ answer.  Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import tempfile
@@ -35,6 +34,7 @@ import redis as redis_client
 from benchmarks.worker_kills import QUESTIONS
 from bot.convlog import ConversationLog
 from bot.local_chat import line_event
+from benchmarks.report import write_json
 from config.settings import PROJECT_ROOT, Settings
 from tests.fake_apis import FakeLineApi
 from tests.procfile import Process, RedisServer, post_line_event, production_env, status, wait_until
@@ -260,10 +260,7 @@ def main(argv=None) -> None:
     if "redis-blip-before-retry" in report:
         print(f"redis-blip-before-retry: answered "
               f"{report['redis-blip-before-retry'].get('answer_after_redis_back_s')} s after Redis came back")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"late_after_s": LATE_S, "nlu_tuned_encoder": "off", "faults": report},
-                                    indent=2, ensure_ascii=False))
-    print(f"wrote {args.json}")
+    write_json(args.json, {"late_after_s": LATE_S, "nlu_tuned_encoder": "off", "faults": report})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from werkzeug.security import generate_password_hash
 
 from bot.local_chat import line_event, sign, slack_request
 from bot.redis_conn import start_embedded, url_of
+from benchmarks.report import write_json
 from config.settings import PROJECT_ROOT
 
 SECRET = "benchmark-secret"
@@ -201,9 +202,7 @@ def main(argv=None) -> None:
         print(f"{run['console_pages']:>5} parallel throughput {run[f'parallel_{args.parallel}']['requests_per_s']:.0f} "
               "requests/s")
     print(f"\n{queued} jobs queued\n")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

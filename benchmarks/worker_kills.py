@@ -23,6 +23,7 @@ import requests
 
 from bot.local_chat import line_event, sign
 from bot.redis_conn import start_embedded, url_of
+from benchmarks.report import write_json
 from config.settings import PROJECT_ROOT
 from tests.fake_apis import FakeLineApi
 from tests.procfile import Process, free_port, wait_until
@@ -114,9 +115,7 @@ def main(argv=None) -> None:
     print(f"\n{'messages':>8} {'acked':>6} {'lost':>5} {'doubled':>7} {'reply':>6} {'push':>5} {'all answered':>12}")
     print(f"{report['messages']:>8} {report['acknowledged']:>6} {report['lost']:>5} {report['doubled']:>7} "
           f"{report['by_reply']:>6} {report['by_push']:>5} {report['seconds_to_answer_all']:>11} s")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

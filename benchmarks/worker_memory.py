@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.report import write_json
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_nlu
 
@@ -68,9 +69,7 @@ def main(argv=None) -> None:
     print(f"\n{'NLU_TUNED_ENCODER':<36} {'RSS MB':>7} {'peak MB':>8} {'ready s':>8}")
     for row in rows:
         print(f"{row['setting']:<36} {row['rss_mb']:>7} {row['peak_rss_mb']:>8} {row['ready_s']:>8}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"questions": QUESTIONS, "rows": rows}, indent=2, ensure_ascii=False))
-    print(f"wrote {args.json}")
+    write_json(args.json, {"questions": QUESTIONS, "rows": rows})
 
 
 if __name__ == "__main__":

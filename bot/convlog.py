@@ -54,7 +54,7 @@ class ConversationLog:
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(key, fields, maxlen=self.conversation_maxlen, approximate=True)
         pipe.expire(key, self.retention_s)
-        pipe.xadd(GLOBAL_STREAM, fields, maxlen=self.global_maxlen, approximate=True)
+        pipe.xadd(GLOBAL_STREAM, _for_the_global_stream(fields), maxlen=self.global_maxlen, approximate=True)
         pipe.xtrim(GLOBAL_STREAM, minid=now_ms - self.retention_s * 1000, approximate=True)
         self._summarise(pipe, platform, user_id, fields, now_ms)
         pipe.execute()
@@ -100,3 +100,12 @@ def decode_entries(entries) -> list[dict]:
 
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _for_the_global_stream(fields: dict) -> dict:
+    """A turn as the period-wide views read it (dashboard, labelled export, live list): the bot's own replies
+    without their text and choices, which only a transcript shows and the conversation's stream keeps.  They
+    were half of what each message left in Redis."""
+    if fields["direction"] != "out":
+        return fields
+    return {k: v for k, v in fields.items() if k not in ("text", "choices")}

@@ -55,7 +55,7 @@ def healthz():
     try:
         services.redis.ping()
         workers = live_workers(services)
-        queued = services.queue.count
+        queued, oldest_s = services.queue.count, oldest_waiting_s(services.queue)
     except redis.RedisError as error:
         return jsonify(ok=False, redis=f"unreachable: {error}"), 503
     beat = max(workers.values(), key=lambda status: status.get("faq_loaded_at", 0), default={})
@@ -69,6 +69,19 @@ def healthz():
         "faq_index": beat.get("faq_index", ""),
         "outside_questions": beat.get("outside_questions", 0),
         "queued": queued,
+        "oldest_waiting_s": round(oldest_s, 1),
+        # the workers cannot keep up: answers now go out by push (the reply token has expired), so add workers.
+        # Still 200: restarting this process would not help.
+        "degraded": oldest_s > services.settings.reply_token_max_age_seconds,
     }
     ok = checks["worker"] == "ok" and checks["faq"] == "ok"
     return jsonify(ok=ok, **checks), 200 if ok else 503
+
+
+def oldest_waiting_s(queue) -> float:
+    """How long the oldest message in the queue has waited for a worker."""
+    ids = queue.get_job_ids(0, 1)
+    job = queue.fetch_job(ids[0]) if ids else None
+    if job is None or job.enqueued_at is None:
+        return 0.0
+    return max(0.0, time.time() - job.enqueued_at.timestamp())

@@ -76,7 +76,7 @@ def send_operator_message(platform: str, user_id: str, text: str, operator: str,
 
 def process(services, adapter, incoming: Incoming) -> str:
     marks = SendMarks(services.redis, "event", f"{incoming.platform}:{incoming.event_id}",
-                      services.settings.dedupe_ttl_seconds)
+                      services.settings.dedupe_ttl_seconds, leftovers=(_outbox_key(incoming),))
     if marks.sent():
         return "already-sent"
     started = time.perf_counter()
@@ -136,7 +136,7 @@ def _retries_left() -> bool:
 
 def _decide_once(services, adapter, incoming: Incoming) -> Reply | None:
     """Run the dialogue on the first attempt only; later attempts reuse its reply."""
-    outbox_key = f"event:reply:{incoming.platform}:{incoming.event_id}"
+    outbox_key = _outbox_key(incoming)
     stored = services.redis.get(outbox_key)
     if stored is not None:
         return _reply_from_json(stored)
@@ -159,6 +159,11 @@ def _decide_once(services, adapter, incoming: Incoming) -> Reply | None:
     if turn.reply is not None:
         services.redis.set(outbox_key, _reply_to_json(turn.reply), ex=services.settings.dedupe_ttl_seconds)
     return turn.reply
+
+
+def _outbox_key(incoming: Incoming) -> str:
+    """Where the decided reply waits until it is sent."""
+    return f"event:reply:{incoming.platform}:{incoming.event_id}"
 
 
 def _remember_unanswered(services, incoming: Incoming, turn) -> None:

@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from bot.health import live_workers
+from bot.health import live_workers, oldest_waiting_s
 
 bp = Blueprint("metrics", __name__)
 COUNTS_KEY = "metrics:counts"  # hash: "name|label=value,…" or "name|le=bound" / "name|sum" / "name|count" -> number
@@ -110,21 +110,13 @@ class SharedCollector:
         queue = services.queue
         yield GaugeMetricFamily("bot_queue_depth", "Messages waiting for a worker", value=queue.count)
         yield GaugeMetricFamily("bot_queue_oldest_age_seconds", "How long the oldest waiting message has waited",
-                                value=_oldest_age(queue))
+                                value=oldest_waiting_s(queue))
         yield GaugeMetricFamily("bot_retries_scheduled", "Jobs waiting to be retried after a failure",
                                 value=queue.scheduled_job_registry.count)
         yield GaugeMetricFamily("bot_jobs_failed", "Jobs that failed for good (kept for a week)",
                                 value=queue.failed_job_registry.count)
         yield GaugeMetricFamily("bot_workers_alive", "Workers that reported within WORKER_HEARTBEAT_MAX_AGE_SECONDS",
                                 value=len(live_workers(services)))
-
-
-def _oldest_age(queue) -> float:
-    ids = queue.get_job_ids(0, 0)
-    job = queue.fetch_job(ids[0]) if ids else None
-    if job is None or job.enqueued_at is None:
-        return 0.0
-    return max(0.0, time.time() - job.enqueued_at.timestamp())
 
 
 @bp.before_app_request

@@ -19,10 +19,11 @@ _RECORD_RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)
 
 
 class SendMarks:
-    def __init__(self, client, prefix: str, name: str, ttl_s: int):
+    def __init__(self, client, prefix: str, name: str, ttl_s: int, leftovers: tuple[str, ...] = ()):
+        """``leftovers``: keys only a message not yet sent needs (its decided reply), removed once it is."""
         self.redis = client
         self.sent_key, self.attempt_key = f"{prefix}:sent:{name}", f"{prefix}:sending:{name}"
-        self.ttl_s = ttl_s
+        self.ttl_s, self.leftovers = ttl_s, leftovers
 
     def sent(self) -> bool:
         return bool(self.redis.exists(self.sent_key))
@@ -43,7 +44,8 @@ class SendMarks:
         """Record the message as sent, waiting out a short Redis outage rather than forgetting it."""
         for delay in (*_RECORD_RETRY_DELAYS_S, None):
             try:
-                self.redis.pipeline().set(self.sent_key, result, ex=self.ttl_s).delete(self.attempt_key).execute()
+                self.redis.pipeline().set(self.sent_key, result, ex=self.ttl_s).delete(self.attempt_key,
+                                                                                       *self.leftovers).execute()
                 return
             except redis.RedisError as error:
                 if delay is None:

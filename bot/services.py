@@ -43,11 +43,12 @@ class Services:
     def enqueue(self, function: str, *args, description: str):
         """Queue a job by its name (the web process never imports the NLU), retried with backoff after a
         transient failure (the jobs are safe to repeat).  RQ logs the ``description``, which names ids only,
-        instead of the arguments, which carry residents' and operators' text."""
+        instead of the arguments, which carry residents' and operators' text.  A finished job leaves nothing in
+        Redis (its outcome is in the conversation log): RQ kept each for 500 s, about 6 KB a message."""
         retries, intervals = self.settings.job_retries, list(self.settings.job_retry_intervals)
         retry = Retry(max=retries, interval=intervals) if retries else None
         return self.queue.enqueue(function, *args, description=description, retry=retry, job_timeout=_JOB_TIMEOUT_S,
-                                  failure_ttl=7 * 86400)
+                                  result_ttl=0, failure_ttl=7 * 86400)
 
 
 def build_services(settings: Settings, redis=None) -> Services:

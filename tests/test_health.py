@@ -42,3 +42,13 @@ def test_healthz_is_503_when_redis_is_unreachable(settings):
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["redis"].startswith("unreachable")
+
+
+def test_a_backlog_older_than_the_reply_token_is_reported_as_degraded_but_healthy(client, worker, redis):
+    report(worker, "worker-1")
+    assert client.get("/healthz").get_json()["degraded"] is False
+    job = worker.queue.enqueue("bot.jobs.handle_event", "line", {})
+    redis.hset(job.key, "enqueued_at", "2026-01-01T00:00:00.000000Z")  # it has waited for months
+    body = client.get("/healthz")
+    assert body.status_code == 200 and body.get_json()["degraded"] is True
+    assert body.get_json()["oldest_waiting_s"] > worker.settings.reply_token_max_age_seconds
