@@ -7,6 +7,7 @@ with their own values.  Bad values fail here, with the variable's name.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +226,9 @@ class Settings:
                                     "or set it to off)")
         if self.nlu_outside_file and not Path(self.nlu_outside_file).is_file():
             raise SettingsError(f"NLU_OUTSIDE_FILE: no file {self.nlu_outside_file}")
+        if self.reranker_enabled and importlib.util.find_spec("torch") is None:
+            raise SettingsError("NLU_RERANKER_DIR: the cross-encoder is research code that runs in PyTorch, which "
+                                "requirements.txt leaves out (install requirements-train.txt, or set it to off)")
         if self.reranker_enabled and not (Path(self.nlu_reranker_dir) / "model.safetensors").is_file():
             raise SettingsError(f"NLU_RERANKER_DIR: no model.safetensors in {self.nlu_reranker_dir} "
                                 "(train one with python -m nlu.training.train, or set it to off)")

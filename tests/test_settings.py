@@ -68,3 +68,12 @@ def test_the_cross_encoder_runs_only_where_its_weights_are(tmp_path):
         Settings.from_env({**PRODUCTION, "NLU_RERANKER_DIR": str(tmp_path)})
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert Settings.from_env({**PRODUCTION, "NLU_RERANKER_DIR": str(tmp_path)}).reranker_enabled
+
+
+def test_the_cross_encoder_asks_for_pytorch_where_production_has_none(tmp_path, monkeypatch):
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "torch" else found(name))
+    with pytest.raises(SettingsError, match="requirements-train.txt"):
+        Settings.from_env({**PRODUCTION, "NLU_RERANKER_DIR": str(tmp_path)})
