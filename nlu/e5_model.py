@@ -213,7 +213,7 @@ class Tokenizer:
        break the same way.
 
     Callers add the ``query: ``/``passage: `` prefix themselves, as e5.c does.  A dict of the 250k pieces
-    holds about 40 MB, where a ``tokenizers`` Unigram model held 260 MB of a worker's memory; a short
+    holds about 35 MB, where a ``tokenizers`` Unigram model held 260 MB of a worker's memory; a short
     question takes well under a millisecond.
     """
 
