@@ -1,11 +1,13 @@
-"""How fast do the webhooks acknowledge?  ``python -m benchmarks.webhook_ack [--platform slack] [--console-pages 0,12]``
+"""How fast do the webhooks acknowledge?  ``python -m benchmarks.webhook_ack [--platform slack]
+[--console-pages 0,12] [--rate 500 --seconds 10]``
 
 Starts the web process as in production (gunicorn, config/gunicorn.conf.py)
 against an embedded Redis, sends signed LINE (or Slack) text events over
 loopback, and reports the acknowledgement time seen by the client
 (p50/p90/p99/max), for one connection and for several in parallel; with
-``--console-pages N``, while N signed-in console pages poll for live updates
-as open browser tabs do.  Prints a table, writes JSON.
+``--rate``, also at a fixed rate, open loop, as a platform sends in a crisis;
+with ``--console-pages N``, while N signed-in console pages poll for live
+updates as open browser tabs do.  Prints a table, writes JSON.
 """
 from __future__ import annotations
 
@@ -72,6 +74,37 @@ def timed_posts(url: str, count: int, build) -> list[float]:
             if response.status_code != 200:
                 raise SystemExit(f"webhook answered {response.status_code}: {response.text}")
     return times
+
+
+def at_rate(url: str, build, rate: float, seconds: float, connections: int = 32) -> dict:
+    """Open loop, as a platform sends: request i is due at ``i / rate`` seconds, whatever the answers before it
+    took, and its time counts from when it was due, so a slow answer also delays those queued behind it."""
+    count = int(rate * seconds)
+    bodies = [build(f"Ubench{i % 50}") for i in range(count)]
+    times, statuses, claimed, lock = [], [], iter(range(count)), threading.Lock()
+    start = time.perf_counter() + 0.2
+
+    def connection():
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    i = next(claimed, None)
+                if i is None:
+                    return
+                due = start + i / rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+                body, headers = bodies[i]
+                statuses.append(session.post(url, data=body, headers=headers).status_code)
+                times.append((time.perf_counter() - due) * 1000)
+
+    threads = [threading.Thread(target=connection) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if any(status != 200 for status in statuses):
+        raise SystemExit(f"webhook answered {sorted(set(statuses))}")
+    return {**summary(times), "rate_per_s": rate, "achieved_per_s": count / (time.perf_counter() - start)}
 
 
 def summary(times: list[float]) -> dict:
@@ -168,6 +201,9 @@ def main(argv=None) -> None:
     parser.add_argument("--platform", choices=sorted(PLATFORMS), default="line")
     parser.add_argument("--console-pages", type=lambda text: [int(n) for n in text.split(",")], default=[0],
                         help="console pages polling during the run; comma-separated for one run each (0,12)")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="also send at this fixed rate (requests/s) for --seconds, open loop, as a platform does")
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--json", type=Path, help="default: benchmarks/results/webhook_ack_<platform>.json")
     args = parser.parse_args(argv)
     path, build = PLATFORMS[args.platform]
@@ -184,6 +220,8 @@ def main(argv=None) -> None:
             timed_posts(base + path, 100, build)  # warm-up: imports, connection pools
             with console_pages(base, pages) as polls:
                 run = {"console_pages": pages, **measure(base + path, build, args.requests, args.parallel)}
+                if args.rate:
+                    run[f"at_{args.rate:g}_per_s"] = at_rate(base + path, build, args.rate, args.seconds)
         if any(status != 200 for _, status in polls):
             raise SystemExit(f"console polls failed: {sorted({status for _, status in polls})}")
         run["console_polls"] = summary([ms for ms, _ in polls]) if polls else {"requests": 0}
@@ -194,8 +232,8 @@ def main(argv=None) -> None:
               "cpu_count": os.cpu_count()}
     print(f"\n{'pages':>5} {'run':<14} {'requests':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}")
     for run in runs:
-        for name in ("sequential", f"parallel_{args.parallel}", "console_polls"):
-            row = run[name]
+        for name in ("sequential", f"parallel_{args.parallel}", f"at_{args.rate:g}_per_s", "console_polls"):
+            row = run.get(name, {"requests": 0})
             if row["requests"]:
                 print(f"{run['console_pages']:>5} {name:<14} {row['requests']:>8} {row['p50_ms']:>7.2f} "
                       f"{row['p90_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['max_ms']:>7.2f}")
