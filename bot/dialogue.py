@@ -5,6 +5,7 @@ reply, so every rule of the conversation can be read (and tested) here.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, replace
 
 from bot.messages import FOLLOW, POSTBACK, TEXT, UNFOLLOW, Choice, Incoming, Reply, encode_postback
@@ -50,6 +51,13 @@ class Dialogue:
         return Turn(Reply(text), state, decision="unsupported", lang=state.lang)
 
     def _on_text(self, text: str, state: ConversationState) -> Turn:
+        chosen = _chosen_number(text, state.pending)
+        if chosen:  # "2" typed back to a "did you mean" list, where buttons are not at hand
+            return self._on_postback({"a": "select", "faq": chosen, "lang": state.lang}, state)
+        if not any(unicodedata.category(char).startswith("L") for char in text):
+            # an emoji, a number or punctuation alone: nothing for the NLU to match, only unrelated entries
+            reply = say(state.lang, "words_only") if state.lang else both("words_only")
+            return Turn(Reply(reply), state, decision="no-words", lang=state.lang)
         text = self.nlu.truncate(text)  # as the NLU reads it, so operators' copy is quick to embed (the log keeps all)
         lang = detect_language(text)
         decision = self.nlu.answer(text, lang)
@@ -146,3 +154,11 @@ class Dialogue:
         examples = "\n".join(f"・{e.text('ja').question} / {e.text('en').question}" for e in entries)
         choices = tuple(Choice(e.text("ja").question, text=e.text("ja").question) for e in entries)
         return Reply(GREETING.format(examples=examples), choices)
+
+
+def _chosen_number(text: str, offered: list) -> str:
+    """The FAQ id a typed number picks from the last "did you mean" list ("2", "２", " 2. "), or ""."""
+    digits = unicodedata.normalize("NFKC", text).strip().rstrip(".")
+    if digits.isdigit() and 1 <= int(digits) <= len(offered):
+        return offered[int(digits) - 1]
+    return ""

@@ -29,6 +29,7 @@ TEXTS = {
             "言い方を変えて質問していただくか、コールセンター（{phone}）へお問い合わせください。"
         ),
         "text_only": "申し訳ありません。文字のメッセージにだけお答えできます。ご質問を文章で送ってください。",
+        "words_only": "ご質問を言葉で送ってください。絵文字や数字、記号だけではお答えできません。",
     },
     "en": {
         "official_page": "More information",
@@ -53,6 +54,7 @@ TEXTS = {
             "Try asking in other words, or call {phone}."
         ),
         "text_only": "Sorry, I can only read text messages. Please type your question.",
+        "words_only": "Please type your question in words: I cannot answer an emoji, a number or a sign on its own.",
     },
 }
 

@@ -129,6 +129,25 @@ def test_clarify_offers_the_top_three_and_choosing_one_answers_it(client, unsure
     assert answer["text"].startswith(nlu.faq.get("venue-register").text("en").answer)
 
 
+def test_a_number_typed_back_to_a_did_you_mean_list_picks_that_choice(client, unsure_worker, line_api, nlu):
+    ask(client, unsure_worker, line_event(text="How do I register my shop's QR code?", user="Utyper"))
+    actions = quick_reply_actions(line_api.sent()[0].body["messages"][0])
+    second = parse_qs(actions[1]["data"])["faq"][0]
+    line_api.reset()
+    ask(client, unsure_worker, line_event(text="２", user="Utyper"))  # full-width, as a Japanese keyboard types it
+    [answer] = line_api.sent()[0].body["messages"]
+    assert answer["text"].startswith(nlu.faq.get(second).text("en").answer)
+
+
+@pytest.mark.parametrize("text", ["👍", "😀😀", "123", "？！", "..."])
+def test_no_words_get_a_request_to_type_the_question_in_words(client, worker, line_api, text):
+    ask(client, worker, line_event(text=text, user="Unowords"))
+    [message] = line_api.sent()[0].body["messages"]
+    assert "言葉で" in message["text"] and "in words" in message["text"]  # no language to go by: both
+    assert "quickReply" not in message or not message["quickReply"]  # no unrelated entries offered
+    assert worker.unanswered.items() == []
+
+
 def tap(client, worker, line_api, action) -> dict:
     """The resident taps a quick-reply button; returns the one message the bot sent back."""
     line_api.reset()

@@ -100,7 +100,9 @@ def test_did_you_mean_buttons_answer_when_clicked_and_mark_the_message(client, w
                             channel_type="channel", event_type="app_mention")
     ask(client, worker, payload)
     [question] = slack_api.sent()
-    assert question.body["text"].startswith("Did you mean")
+    assert question.body["text"].startswith("Did you mean one of these? Tap a number.")
+    labels = [b["text"]["text"] for b in buttons(question)]
+    assert [label.split(".")[0] for label in labels[:3]] == ["1", "2", "3"]  # the numbers the text asks for
     choice = next(b for b in buttons(question) if parse_qs(b["value"]).get("faq") == ["venue-register"])
     slack_api.reset()
     click = slack_click(choice["value"], label=choice["text"]["text"], channel="C0001",

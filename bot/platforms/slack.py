@@ -171,11 +171,12 @@ def _milliseconds(ts: str, path: str) -> int:
 
 
 def _blocks(reply: Reply) -> list[dict]:
-    """The text as a section and each choice as a button carrying its postback data."""
+    """The text as a section and each choice as a button carrying its postback data, labelled as the text
+    numbers it ("Tap a number")."""
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": reply.text[:3000]}}]
     buttons = [
         {"type": "button", "action_id": f"choice-{n}", "value": choice.data or encode_postback(a="ask", text=choice.text),
-         "text": {"type": "plain_text", "text": (choice.text or choice.label)[:_BUTTON_TEXT_MAX], "emoji": True}}
+         "text": {"type": "plain_text", "text": choice.label[:_BUTTON_TEXT_MAX], "emoji": True}}
         for n, choice in enumerate(reply.choices)
     ]
     if buttons:
