@@ -72,7 +72,7 @@ def load_encoders(settings) -> tuple:
     words, tokenizer = shared_parts()
     tuned: dict = {}
     for directory in settings.tuned_encoder_dirs:
-        encoder = OnnxEncoder(directory, threads, words, tokenizer)
+        encoder = OnnxEncoder(directory, threads, words, tokenizer, settings.nlu_cache_dir)
         for lang in encoder.languages:
             if lang in tuned:
                 raise SettingsError(f"NLU_TUNED_ENCODER: {tuned[lang].directory} and {directory} both serve {lang!r}")

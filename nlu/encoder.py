@@ -28,7 +28,7 @@ class TunedEncoder(ConfiguredEncoder):
 
     def __init__(self, e5file=None, config: dict | None = None, tokenizer: Tokenizer | None = None):
         e5file = e5file if e5file is not None else read_q4_file()
-        self.tokenizer = tokenizer or Tokenizer(e5file)  # 35 MB of pieces: encoders loaded together share one
+        self.tokenizer = tokenizer or Tokenizer(e5file)  # encoders loaded together share one
         self.bert = build_bert(e5file)  # its word table reads the file's (``Q4Rows``): shared as well
         self.config = {**base_record(), "languages": ["en"], **(config or {})}
         self.directory: Path | None = None  # where it was loaded from

@@ -45,9 +45,10 @@ def wait_until(check, timeout_s: float, what: str) -> float:
 class Process:
     """One Procfile entry (``web`` or ``worker``) running with ``env``, its output kept in a file."""
 
-    def __init__(self, kind: str, env: dict, log_dir: Path):
+    def __init__(self, kind: str, env: dict, log_dir: Path, bin_dir: Path | None = None):
+        """``bin_dir``: the virtual environment's ``bin`` to run it from (default: this one's)."""
         self.log_path = log_dir / f"{kind}-{time.monotonic_ns()}.log"
-        path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this venv's gunicorn, python
+        path = f"{bin_dir or Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # its gunicorn, python
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(shlex.split(COMMANDS[kind]), env={**env, "PATH": path}, cwd=PROJECT_ROOT,
                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
