@@ -1,15 +1,20 @@
-"""The worker process: ``python -m bot.worker``.
+"""The worker: ``python -m bot.worker``.
 
-Loads the NLU once, then runs queue jobs in this same process (RQ's
-``SimpleWorker``: no fork per job, so the model is not reloaded and no forked
-child inherits torch/OpenMP threads; no scheduler process either, see
-``bot.recovery``).  Beside the job loop, one thread reports to /healthz and
+Loads the NLU once, then runs queue jobs in the same process (RQ's
+``SimpleWorker``: no fork per job, so the model is not reloaded; no scheduler
+process either, see ``bot.recovery``).  With ``WORKER_PROCESSES`` above one
+(default: one per core), the models are loaded and the FAQ indexed first, then
+that many job-taking processes are forked: they share the loaded pages, each
+runs the models on one thread (a thread pool does not survive a fork), and one
+that dies is replaced.  Beside each job loop, one thread reports to /healthz and
 puts back the jobs of workers that died mid-job, one enqueues due retries, and
 one reloads the FAQ when its files change (apart, so a long reload never makes
 this worker look dead).  A lost Redis is waited for, and the loop taken up again.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import signal
@@ -95,13 +100,88 @@ def main() -> None:
         sys.exit(f"Cannot start: {error}")
     configure_logging(settings)
     try:
-        serve(settings)
+        if settings.worker_process_count > 1:
+            supervise(settings.replace(nlu_threads=1), settings.worker_process_count)
+        else:
+            serve(build_worker_services(settings, staged=True))
     except Stopped:
         log.info("stopped before taking jobs")
     # The index thread may still be inside the model's native code: tearing it down with the interpreter aborts
     # the process (exit -6), which a PaaS reports as a crash. The queue work is done; leave at once.
     logging.shutdown()
     os._exit(0)
+
+
+def supervise(settings: Settings, count: int) -> None:
+    """Load and index once, fork ``count`` job-taking processes, replace any that dies, and on SIGTERM wait for
+    them to finish their jobs (each gets the signal too)."""
+    services = build_worker_services(settings)
+    services.dialogue.nlu.complete_index()  # the whole index and the re-ranker's cache now: forked processes share it
+    gc.freeze()  # the loaded objects stay out of the collector's sweeps, which would copy their pages per process
+    log.info("forking %d job-taking processes (WORKER_PROCESSES), one model thread each", count)
+    children = {_fork(services, n): n for n in range(count)}
+    stopping = False
+
+    def stop_children(signum, frame):
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            _quietly_signal(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop_children)
+    signal.signal(signal.SIGINT, stop_children)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        n = children.pop(pid, None)
+        if n is None or stopping:
+            continue
+        log.error("job-taking process %d (pid %d) exited (%s); starting another", n, pid,
+                  os.waitstatus_to_exitcode(status))
+        time.sleep(1)  # a process that dies at once must not become a fork loop
+        children[_fork(services, n)] = n
+    log.info("every job-taking process has stopped")
+
+
+def _fork(services, n: int) -> int:
+    """A job-taking process: the parent gets its pid, the child serves until stopped and never returns."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        _stop_with_parent(parent)
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        serve(services)
+    except Stopped:
+        pass
+    except BaseException:  # noqa: BLE001 - logged, then the supervisor starts another
+        log.exception("job-taking process %d failed", n)
+        logging.shutdown()
+        os._exit(1)
+    logging.shutdown()
+    os._exit(0)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Ask Linux for SIGTERM when the supervisor dies (even by SIGKILL), so no orphan keeps taking jobs beside the
+    processes of its replacement."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the platform stops the whole box instead
+        return
+    if os.getppid() != parent:  # it died before the request was made
+        raise Stopped
+
+
+def _quietly_signal(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 class Worker(SimpleWorker):
@@ -113,6 +193,13 @@ class Worker(SimpleWorker):
         self.stop_requested = True
         super().handle_warm_shutdown_request()
 
+    def request_stop(self, signum, frame):
+        """SIGTERM finishes the job in hand, however often it comes: the platform signals every process of a box
+        and the supervisor passes it on, and RQ would take a second one as an order to drop the job."""
+        if self.stop_requested and signum == signal.SIGTERM:
+            return
+        super().request_stop(signum, frame)
+
     def handle_exception(self, job, *exc_info):
         """A platform's transient error is expected and retried: one line, no traceback."""
         if isinstance(exc_info[1], SendError):
@@ -121,11 +208,11 @@ class Worker(SimpleWorker):
         super().handle_exception(job, *exc_info)
 
 
-def serve(settings: Settings) -> None:
-    """Load the NLU, report, and take jobs until a graceful stop; after a Redis outage, take them up again."""
+def serve(services) -> None:
+    """Report and take jobs until a graceful stop; after a Redis outage, take them up again."""
+    settings = services.settings
     if settings.is_local:
         log.warning("BOT_MODE=local: replies go to the local stand-ins, not to LINE or Slack")
-    services = build_worker_services(settings, staged=True)
     # The name this process reports under: a new one after each outage, so that a job the old loop left unfinished
     # is seen as abandoned and put back.
     current = {}
@@ -136,7 +223,7 @@ def serve(settings: Settings) -> None:
     threading.Thread(target=_every, args=retries, daemon=True, name="retries").start()
     reloads = (HEARTBEAT_EVERY_S, lambda: reload_faq(services), stop, "FAQ reload")
     threading.Thread(target=_every, args=reloads, daemon=True, name="faq-reload").start()
-    threading.Thread(target=services.dialogue.nlu.complete_index, daemon=True, name="index").start()
+    threading.Thread(target=services.dialogue.nlu.complete_index, daemon=True, name="index").start()  # if staged
     try:
         while True:
             worker = Worker([services.queue], connection=services.redis, maintenance_interval=MAINTENANCE_EVERY_S)

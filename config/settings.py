@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,19 @@ LOCAL_OPERATOR = (
     "operator:scrypt:32768:8:1$Mtbmk1Qf9B8FDFcE$499632c8634010b67db453f7a1d27776c494ca4b6a2d5cb92472fd0246fad5a6"
     "96aacbdbb95d59fa5b7e302252debdcca2cc975805f8a4941e1cb952eea1b905"
 )
+
+
+def usable_cores() -> int:
+    """Cores the scheduler gives this process: its affinity, capped by a cgroup v2 CPU quota (``cpu.max``), which
+    is how a container is limited; ``os.cpu_count()`` would count the host's."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 class SettingsError(ValueError):
@@ -133,6 +147,8 @@ class Settings:
     job_retries: int = 8  # a platform outage of up to about 19 minutes is waited out
     job_retry_intervals: tuple = (2, 5, 15, 30, 60, 120, 300, 600)  # seconds; env: comma-separated
     worker_heartbeat_max_age_seconds: int = 60
+    # job-taking processes of one ``python -m bot.worker``, forked once the models are loaded; 0: one per CPU core
+    worker_processes: int = 0
     web_started_at: float = 0.0  # set by config/gunicorn.conf.py, not by deployers: when this run of the web began
     log_level: str = "INFO"
 
@@ -164,6 +180,12 @@ class Settings:
     def late_interaction(self, lang: str) -> float:
         """``NLU_LATE_INTERACTION_{LANG}``: the weight of late interaction in ``lang`` (0: off)."""
         return getattr(self, f"nlu_late_interaction_{lang}")
+
+    @property
+    def worker_process_count(self) -> int:
+        """``WORKER_PROCESSES``, or the CPU cores this process may use (its affinity and the container's CPU
+        quota, not the host's count)."""
+        return self.worker_processes or usable_cores()
 
     @property
     def reranker_enabled(self) -> bool:

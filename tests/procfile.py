@@ -45,12 +45,14 @@ def wait_until(check, timeout_s: float, what: str) -> float:
 class Process:
     """One Procfile entry (``web`` or ``worker``) running with ``env``, its output kept in a file."""
 
-    def __init__(self, kind: str, env: dict, log_dir: Path, bin_dir: Path | None = None):
-        """``bin_dir``: the virtual environment's ``bin`` to run it from (default: this one's)."""
+    def __init__(self, kind: str, env: dict, log_dir: Path, bin_dir: Path | None = None, cpus: str = ""):
+        """``bin_dir``: the virtual environment's ``bin`` to run it from (default: this one's); ``cpus``: the cores
+        it may use (``taskset -c``), as if it ran on a box of its own."""
         self.log_path = log_dir / f"{kind}-{time.monotonic_ns()}.log"
         path = f"{bin_dir or Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # its gunicorn, python
+        command = (["taskset", "-c", cpus] if cpus else []) + shlex.split(COMMANDS[kind])
         with open(self.log_path, "wb") as log:
-            self.popen = subprocess.Popen(shlex.split(COMMANDS[kind]), env={**env, "PATH": path}, cwd=PROJECT_ROOT,
+            self.popen = subprocess.Popen(command, env={**env, "PATH": path}, cwd=PROJECT_ROOT,
                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property

@@ -1,5 +1,8 @@
 """The Procfile's processes as a PaaS runs them: production unless told otherwise, one line for a missing
 setting, a dead worker noticed, and the message it was working on answered once by the next worker."""
+import os
+import signal
+import subprocess
 import time
 
 import pytest
@@ -96,3 +99,26 @@ def test_open_console_pages_do_not_hold_the_webhooks_threads(production, tmp_pat
             timed.append(time.perf_counter() - started)
     assert max(timed) < 1.0  # with a thread held per open page they took up to 10 s
     assert {status for _, status in polls} == {200}
+
+
+def test_one_worker_command_runs_several_job_taking_processes_and_replaces_one_that_dies(production, line_api):
+    production("web")
+    worker = production("worker", WORKER_PROCESSES="2")
+    wait_until(lambda: status(production.url + "/healthz") == 200, 180, "the worker is up")
+    workers = lambda: requests.get(production.url + "/healthz", timeout=2).json()["workers"]  # noqa: E731
+    wait_until(lambda: workers() == 2, 30, "both processes report")
+    children = lambda: [int(pid) for pid in subprocess.run(["pgrep", "-P", str(worker.popen.pid)],  # noqa: E731
+                                                            capture_output=True, text=True).stdout.split()]
+    first = children()
+    assert len(first) == 2
+    for n in range(6):
+        assert post_line_text(production.url, "QRコードの登録はどうすればいいですか？", f"Umany{n}").status_code == 200
+    wait_until(lambda: len(line_api.sent()) == 6, 60, "every message is answered")
+
+    os.kill(first[0], signal.SIGKILL)
+    wait_until(lambda: len(children()) == 2 and first[0] not in children(), 30, "a new process replaces the dead one")
+    assert "exited (-9); starting another" in worker.output
+
+    assert worker.stop() == 0  # SIGTERM to the supervisor: each process finishes its job and leaves
+    assert not children() and "every job-taking process has stopped" in worker.output
+    assert "Traceback" not in worker.output
