@@ -1,13 +1,14 @@
 """Crisis load: how many questions a second does one box answer, how fast, and exactly once?
-``python -m benchmarks.load [--rate 40] [--seconds 60] [--redelivered 0.1] [--groups 1] [--venv DIR]``
+``python -m benchmarks.load [--rate 40] [--seconds 60] [--redelivered 0.1] [--groups N] [--venv DIR]``
 
 Starts the Procfile's processes as in production (gunicorn web, ``python -m
 bot.worker`` with the shipped encoders) against a real redis-server (AOF) and
 a fake LINE API on loopback, then posts signed message events at a fixed rate,
 open loop as LINE sends them, each from a resident of its own; a share of them
 is delivered again a second later, as LINE redelivers.  ``--groups N`` starts N
-workers, each pinned to its own core (``taskset``), as N boxes sharing one
-Redis.  Reports answered per second, webhook-to-reply p50/p95/p99, the share
+workers, each pinned to its own core (``taskset``), as N one-core boxes
+sharing one Redis (the web process, Redis and the sender still share the
+cores with them).  Reports answered per second, webhook-to-reply p50/p95/p99, the share
 answered by reply (free) rather than push (counted against the account's
 quota), lost and doubled answers, outbound calls and Redis commands per
 message, what each message leaves in Redis, and each process's memory before
@@ -31,6 +32,7 @@ import requests
 
 from benchmarks.faults import TimedLineApi
 from benchmarks.report import write_json
+from benchmarks.webhook_ack import open_loop
 from benchmarks.worker_kills import QUESTIONS
 from bot.local_chat import line_event, sign
 from config.settings import PROJECT_ROOT
@@ -89,35 +91,22 @@ def post_at_rate(url: str, events: list[dict], rate: float, redelivered: float, 
             schedule.append((due + 1.0, again))
     schedule.sort(key=lambda item: item[0])
     posted, acks, statuses, lock = {}, [], Counter(), threading.Lock()
-    claimed = iter(range(len(schedule)))
-    start = time.time() + 0.3
 
-    def connection():
-        with requests.Session() as session:
-            while True:
-                with lock:
-                    i = next(claimed, None)
-                if i is None:
-                    return
-                due, event = schedule[i]
-                time.sleep(max(0.0, start + due - time.time()))
-                if not event["deliveryContext"]["isRedelivery"]:
-                    event["timestamp"] = int(time.time() * 1000)  # when the resident sent it; a redelivery keeps it
-                body = json.dumps({"destination": "Uload", "events": [event]}, ensure_ascii=False)
-                sent = time.time()
-                response = session.post(url + "/callback", data=body.encode(), timeout=30, headers={
-                    "X-Line-Signature": sign(body, CHANNEL_SECRET), "Content-Type": "application/json"})
-                with lock:
-                    posted.setdefault(event["webhookEventId"], sent)
-                    acks.append((time.time() - start - due) * 1000)
-                    statuses[response.status_code] += 1
+    def send(session, i, when):
+        event = schedule[i][1]
+        if not event["deliveryContext"]["isRedelivery"]:
+            event["timestamp"] = int(time.time() * 1000)  # when the resident sent it; a redelivery keeps it
+        body = json.dumps({"destination": "Uload", "events": [event]}, ensure_ascii=False)
+        sent = time.time()
+        response = session.post(url + "/callback", data=body.encode(), timeout=30, headers={
+            "X-Line-Signature": sign(body, CHANNEL_SECRET), "Content-Type": "application/json"})
+        with lock:
+            posted.setdefault(event["webhookEventId"], sent)
+            acks.append((time.perf_counter() - when) * 1000)
+            statuses[response.status_code] += 1
 
-    threads = [threading.Thread(target=connection) for _ in range(connections)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return {"posted": posted, "ack_ms": acks, "statuses": statuses, "started": start}
+    open_loop(len(schedule), lambda i: schedule[i][0], send, connections)
+    return {"posted": posted, "ack_ms": acks, "statuses": statuses}
 
 
 def sample_queue(client, stop: threading.Event, samples: list) -> None:
@@ -164,15 +153,21 @@ def plot(path: Path, rows: list[tuple[float, float, str]], queue: list, started:
     print(f"wrote {path}")
 
 
+def where(groups: int) -> str:
+    return f"{groups} worker(s) pinned to a core each" if groups else "one worker on the whole box"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=40, help="messages a second")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--redelivered", type=float, default=0.1, help="share of events LINE delivers twice")
-    parser.add_argument("--groups", type=int, default=1,
-                        help="workers, each pinned to its own core, as boxes sharing one Redis (default: one "
-                             "worker on the whole box)")
+    parser.add_argument("--groups", type=int, default=0,
+                        help="workers, each pinned to its own core, as boxes sharing one Redis (default 0: one "
+                             "worker on the whole box, unpinned)")
     parser.add_argument("--worker-processes", default="", help="WORKER_PROCESSES (default: one per core)")
+    parser.add_argument("--warm-up", type=int, default=200,
+                        help="messages answered before measuring, so memory growth is the run's, not the first jobs'")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--venv", type=Path, default=None, help="run the processes from this virtual environment")
     parser.add_argument("--json", type=Path, default=RESULTS / "load.json")
@@ -191,13 +186,19 @@ def main(argv=None) -> None:
     base = f"http://127.0.0.1:{env['PORT']}"
     cores = sorted(os.sched_getaffinity(0))
     processes = {"web": Process("web", env, folder, bin_dir)}
-    for n in range(args.groups):
-        cpus = str(cores[n % len(cores)]) if args.groups > 1 else ""
+    for n in range(max(args.groups, 1)):
+        cpus = str(cores[n % len(cores)]) if args.groups else ""
         processes[f"worker{n + 1}"] = Process("worker", env, folder, bin_dir, cpus=cpus)
     stop, queue = threading.Event(), []
     try:
         boot = wait_until(lambda: status(base + "/healthz") == 200
-                          and client.zcard("workers:beats") >= args.groups, 300, "the bot is up")
+                          and client.zcard("workers:beats") >= max(args.groups, 1), 300, "the bot is up")
+        if args.warm_up:
+            warm = [line_event(f"Uwarm{n:06d}", "message", text=QUESTIONS[n % len(QUESTIONS)]) for n in range(args.warm_up)]
+            post_at_rate(base, warm, args.rate, 0, args.connections)
+            wait_until(lambda: len(api.accepted) >= args.warm_up, 120, "the warm-up is answered")
+            api.reset()
+            api.accepted.clear()
         time.sleep(2)
         memory_before = {name: group_memory(p.popen.pid) for name, p in processes.items()}
         redis_before = redis_numbers(client)
@@ -206,10 +207,10 @@ def main(argv=None) -> None:
         tokens = {event["replyToken"]: event["webhookEventId"] for event in events}
         users = {event["source"]["userId"]: event["webhookEventId"] for event in events}
         print(f"up after {boot:.1f} s; posting {count} messages at {args.rate:g}/s "
-              f"({args.redelivered:.0%} delivered twice), {args.groups} worker group(s)")
+              f"({args.redelivered:.0%} delivered twice), {where(args.groups)}")
         threading.Thread(target=sample_queue, args=(client, stop, queue), daemon=True).start()
         sent = post_at_rate(base, events, args.rate, args.redelivered, args.connections)
-        posting_s = time.time() - sent["started"]
+        posting_s = time.time() - min(sent["posted"].values())
         try:
             wait_until(lambda: len({a for a, _ in api.accepted}) >= count, 600, "every message is answered")
         except AssertionError:
@@ -286,7 +287,7 @@ def main(argv=None) -> None:
               f"{after['pss_mb']}, {after['rss_mb']} ({after['processes']} processes)")
     write_json(args.json, report)
     plot(args.json.with_suffix(".png"), rows, queue, first_post,
-         f"{count} messages at {args.rate:g}/s, {args.groups} worker group(s): p99 {wait.get('p99')} s")
+         f"{count} messages at {args.rate:g}/s, {where(args.groups)}: p99 {wait.get('p99')} s")
 
 
 if __name__ == "__main__":

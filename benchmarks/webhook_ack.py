@@ -76,12 +76,11 @@ def timed_posts(url: str, count: int, build) -> list[float]:
     return times
 
 
-def at_rate(url: str, build, rate: float, seconds: float, connections: int = 32) -> dict:
-    """Open loop, as a platform sends: request i is due at ``i / rate`` seconds, whatever the answers before it
-    took, and its time counts from when it was due, so a slow answer also delays those queued behind it."""
-    count = int(rate * seconds)
-    bodies = [build(f"Ubench{i % 50}") for i in range(count)]
-    times, statuses, claimed, lock = [], [], iter(range(count)), threading.Lock()
+def open_loop(count: int, due, send, connections: int) -> float:
+    """``send(session, i, when)`` for each i < ``count`` at ``when`` = the start + ``due(i)`` seconds
+    (``time.perf_counter``), on ``connections`` keep-alive connections, whatever the answers before it took (as a
+    platform sends); returns the start."""
+    claimed, lock = iter(range(count)), threading.Lock()
     start = time.perf_counter() + 0.2
 
     def connection():
@@ -91,17 +90,31 @@ def at_rate(url: str, build, rate: float, seconds: float, connections: int = 32)
                     i = next(claimed, None)
                 if i is None:
                     return
-                due = start + i / rate
-                time.sleep(max(0.0, due - time.perf_counter()))
-                body, headers = bodies[i]
-                statuses.append(session.post(url, data=body, headers=headers).status_code)
-                times.append((time.perf_counter() - due) * 1000)
+                when = start + due(i)
+                time.sleep(max(0.0, when - time.perf_counter()))
+                send(session, i, when)
 
     threads = [threading.Thread(target=connection) for _ in range(connections)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return start
+
+
+def at_rate(url: str, build, rate: float, seconds: float, connections: int = 32) -> dict:
+    """Open loop: request i is due at ``i / rate`` seconds, and its time counts from when it was due, so a slow
+    answer also delays those queued behind it."""
+    count = int(rate * seconds)
+    bodies = [build(f"Ubench{i % 50}") for i in range(count)]
+    times, statuses = [], []
+
+    def send(session, i, when):
+        body, headers = bodies[i]
+        statuses.append(session.post(url, data=body, headers=headers).status_code)
+        times.append((time.perf_counter() - when) * 1000)
+
+    start = open_loop(count, lambda i: i / rate, send, connections)
     if any(status != 200 for status in statuses):
         raise SystemExit(f"webhook answered {sorted(set(statuses))}")
     return {**summary(times), "rate_per_s": rate, "achieved_per_s": count / (time.perf_counter() - start)}
