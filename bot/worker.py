@@ -141,20 +141,26 @@ def supervise(settings: Settings, count: int) -> None:
         log.error("job-taking process %d (pid %d) exited (%s); starting another", n, pid,
                   os.waitstatus_to_exitcode(status))
         time.sleep(1)  # a process that dies at once must not become a fork loop
-        children[_fork(services, n)] = n
+        if not stopping:
+            children[_fork(services, n)] = n
     log.info("every job-taking process has stopped")
 
 
 def _fork(services, n: int) -> int:
-    """A job-taking process: the parent gets its pid, the child serves until stopped and never returns."""
+    """A job-taking process: the parent gets its pid, the child serves until stopped and never returns.  SIGTERM
+    is held back across the fork, so one that comes before the child has its own handler is not taken by the
+    supervisor's (which the child would otherwise run)."""
     parent = os.getpid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         return pid
     try:
-        _stop_with_parent(parent)
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        _stop_with_parent(parent)
         serve(services)
     except Stopped:
         pass

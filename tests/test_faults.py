@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import redis as redis_client
 import requests
@@ -27,9 +28,12 @@ def _sent(client, event) -> bool:
 
 def test_a_worker_killed_while_line_takes_its_reply_answers_once(production, redis, line_api):
     production("web")
-    first = production("worker")
+    first = production("worker", WORKER_PROCESSES="2")
     wait_until(lambda: status(production.url + "/healthz") == 200, 180, "the worker is up")
-    assert subprocess.run(["pgrep", "-P", str(first.popen.pid)], capture_output=True).stdout == b""  # no scheduler
+    children = subprocess.run(["pgrep", "-P", str(first.popen.pid)], capture_output=True, text=True).stdout.split()
+    command = Path(f"/proc/{first.popen.pid}/cmdline").read_bytes()
+    assert len(children) == 2 and all(Path(f"/proc/{pid}/cmdline").read_bytes() == command for pid in children)
+    # no scheduler process: only the job-taking processes, forked
     line_api.hold_next("/v2/bot/message/reply", 5)  # LINE takes the reply, but answers only after the kill
     event = line_event("Ukilledmidsend", "message", text=QUESTION)
     assert post_line_event(production.url, event).status_code == 200
