@@ -58,6 +58,10 @@ class TimedLineApi(FakeLineApi):
             self.accepted.append((body.get("replyToken") or body.get("to"), time.time()))
         return status_code, answer
 
+    def reset(self) -> None:
+        super().reset()
+        self.accepted.clear()
+
 
 class Bot:
     """One fault's fresh processes: redis-server, fake LINE API, web and worker."""

@@ -198,7 +198,6 @@ def main(argv=None) -> None:
             post_at_rate(base, warm, args.rate, 0, args.connections)
             wait_until(lambda: len(api.accepted) >= args.warm_up, 120, "the warm-up is answered")
             api.reset()
-            api.accepted.clear()
         time.sleep(2)
         memory_before = {name: group_memory(p.popen.pid) for name, p in processes.items()}
         redis_before = redis_numbers(client)
