@@ -82,6 +82,7 @@ def process(services, adapter, incoming: Incoming) -> str:
     started = time.perf_counter()
     reply = _decide_once(services, adapter, incoming)
     if reply is None:
+        marks.done("no-reply")  # a redelivery finds it handled and is not logged again
         return "no-reply"
 
     def record(result: str, handoff: bool = False) -> None:

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
 
 from bot.convlog import ConversationLog
 from bot.faq_overlay import FaqOverlay
@@ -40,15 +41,22 @@ class Services:
     started_at: float  # when this run of the process began: /healthz counts workers that reported since
     dialogue: object = None  # bot.dialogue.Dialogue, only in workers
 
-    def enqueue(self, function: str, *args, description: str):
+    def enqueue(self, function: str, *args, description: str, job_id: str | None = None) -> bool:
         """Queue a job by its name (the web process never imports the NLU), retried with backoff after a
         transient failure (the jobs are safe to repeat).  RQ logs the ``description``, which names ids only,
         instead of the arguments, which carry residents' and operators' text.  A finished job leaves nothing in
-        Redis (its outcome is in the conversation log): RQ kept each for 500 s, about 6 KB a message."""
+        Redis (its outcome is in the conversation log): RQ kept each for 500 s, about 6 KB a message.
+
+        With a ``job_id``, False when a job of that id is still queued, running or failed: RQ checks and queues
+        in one script, so a redelivered event needs no mark of its own."""
         retries, intervals = self.settings.job_retries, list(self.settings.job_retry_intervals)
         retry = Retry(max=retries, interval=intervals) if retries else None
-        return self.queue.enqueue(function, *args, description=description, retry=retry, job_timeout=_JOB_TIMEOUT_S,
-                                  result_ttl=0, failure_ttl=7 * 86400)
+        try:
+            self.queue.enqueue(function, *args, description=description, retry=retry, job_timeout=_JOB_TIMEOUT_S,
+                               result_ttl=0, failure_ttl=7 * 86400, job_id=job_id, unique=job_id is not None)
+        except DuplicateJobError:
+            return False
+        return True
 
 
 def build_services(settings: Settings, redis=None) -> Services:

@@ -6,6 +6,7 @@ Every refusal is a short JSON body with a reason a developer can act on.
 from __future__ import annotations
 
 import logging
+import re
 
 import redis
 from flask import Blueprint, current_app, jsonify, request
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
 # What a body the adapters' checks did not foresee may still raise: the sender's fault (400), not ours (500).
 _SHAPE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
+_NOT_IN_JOB_IDS = re.compile(r"[^A-Za-z0-9_-]")  # RQ's job ids: letters, digits, _ and -
 
 
 def _refuse(status: int, reason: str):
@@ -64,7 +66,7 @@ def accept(services, platform: str):
     except redis.RedisError as error:
         log.error("%s webhook: Redis unavailable (%s); asking the platform to retry", platform, error)
         return _refuse(503, "temporarily unavailable, please retry")
-    log.info("%s webhook: %d events, %d queued", platform, len(events), len(accepted))
+    log.debug("%s webhook: %d events, %d queued", platform, len(events), len(accepted))
     return jsonify(queued=len(accepted)), 200
 
 
@@ -83,22 +85,8 @@ def _refuse_malformed(platform: str, reason: str):
 
 
 def _enqueue_once(services, platform: str, raw_event: dict) -> bool:
-    """Queue the event unless this event id was already accepted (redeliveries)."""
+    """Queue the event unless a job for this event id is still queued, running or failed (a redelivery); one
+    that comes after its job finished is run and found already answered (``bot.send_marks``)."""
     event_id = services.adapters[platform].event_id(raw_event)
-    key = f"event:seen:{platform}:{event_id}"
-    if not services.redis.set(key, 1, nx=True, ex=services.settings.dedupe_ttl_seconds):
-        return False
-    try:
-        services.enqueue("bot.jobs.handle_event", platform, raw_event, description=f"{platform} event {event_id}")
-    except redis.RedisError:
-        _forget(services.redis, key)
-        raise
-    return True
-
-
-def _forget(client, key: str) -> None:
-    """Undo the dedupe mark so the platform's retry is not mistaken for a duplicate."""
-    try:
-        client.delete(key)
-    except redis.RedisError:
-        log.error("could not clear dedupe key %s; the retried event may be dropped", key)
+    return services.enqueue("bot.jobs.handle_event", platform, raw_event, description=f"{platform} event {event_id}",
+                            job_id=f"{platform}-" + _NOT_IN_JOB_IDS.sub("_", event_id))

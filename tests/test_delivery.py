@@ -38,6 +38,18 @@ def test_with_four_in_ten_line_calls_failing_each_message_is_answered_once_or_vi
     assert any(r.status == 503 for r in line_api.requests)  # the failures did happen
 
 
+def test_an_event_redelivered_after_its_answer_went_out_is_not_answered_or_logged_again(client, worker,
+                                                                                        line_api):
+    event = line_event(text=QUESTION, user="Ulate")
+    post_events(client, event)
+    worker.run()
+    assert post_events(client, line_event(text=QUESTION, user="Ulate", event_id=event["webhookEventId"],
+                                          redelivery=True)).get_json() == {"queued": 1}  # its job is gone
+    worker.run()
+    assert len(line_api.sent()) == 1
+    assert [t["direction"] for t in worker.convlog.conversation("line", "Ulate")] == ["in", "out"]
+
+
 def _interrupted(worker, event, method):
     """What a worker that died during its send leaves behind: the mark that it began, no mark that it finished."""
     worker.redis.set(f"event:sending:line:{event['webhookEventId']}", method)

@@ -84,7 +84,7 @@ def test_it_answers_503_when_redis_is_down_so_line_retries(settings, redis):
     assert "retry" in response.get_json()["error"]
 
 
-def test_a_failed_enqueue_clears_the_dedupe_mark_so_the_retry_is_accepted(app, client, monkeypatch):
+def test_a_failed_enqueue_leaves_no_mark_so_the_retry_is_accepted(app, client, monkeypatch):
     import redis as redis_lib
 
     services = app.extensions["bot"]
