@@ -64,6 +64,11 @@ def redis_numbers(client) -> dict:
     return {"used_memory": client.info("memory")["used_memory"], "keys": client.dbsize(), "commands": commands}
 
 
+#: Kinds whose total is capped however many messages come (``LOG_GLOBAL_MAXLEN`` entries, the unanswered queue's
+#: 5,000 questions, one reply per distinct text): in steady state a message adds nothing to them.
+CAPPED = ("log:all", "unanswered:items", "unanswered:order", "log:reply")
+
+
 def keys_by_kind(client, sample: int = 2000) -> dict:
     """Each kind of key (its name up to the first id): how many, and their bytes estimated from a sample."""
     kinds: dict[str, list] = {}
@@ -251,6 +256,8 @@ def main(argv=None) -> None:
                                            if n - redis_before["commands"].get(name, 0) >= count / 10},
             "redis_keys_by_kind": kinds,
             "redis_bytes_per_message": round((redis_after["used_memory"] - redis_before["used_memory"]) / count),
+            "redis_capped_bytes_per_message": round(sum(kinds[k]["bytes"] for k in CAPPED if k in kinds)
+                                                    / (count + args.warm_up)),
             "redis_keys_per_message": round((redis_after["keys"] - redis_before["keys"]) / count, 2),
             "redis_used_mb_after": round(redis_after["used_memory"] / 2**20, 1),
             "memory_before": memory_before, "memory_after": memory_after,
@@ -276,6 +283,9 @@ def main(argv=None) -> None:
     print(f"{'Redis per message':<34}{sum(commands.values()):.0f} commands, "
           f"{report['redis_bytes_per_message']} bytes, {report['redis_keys_per_message']} keys "
           f"({report['redis_used_mb_after']} MB used)")
+    capped = report["redis_capped_bytes_per_message"]
+    print(f"{'  until they expire / capped':<34}{report['redis_bytes_per_message'] - capped} bytes / {capped} bytes "
+          f"(in kinds whose total is capped: {', '.join(CAPPED)})")
     print(f"{'  commands':<34}{', '.join(f'{name} {n:g}' for name, n in commands.items())}")
     print(f"{'  keys left, by kind':<34}" + ", ".join(
         f"{kind} {v['keys']} ({v['bytes'] // 1024} KB{'' if v['expires'] else ', no expiry'})"

@@ -17,7 +17,7 @@ from rq import get_current_job
 
 from bot.convlog import redact
 from bot.dialogue import Turn
-from bot.messages import TEXT, Choice, Incoming, Reply, SendError
+from bot.messages import Choice, Incoming, Reply, SendError
 from bot.send_marks import SendMarks
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def send_operator_message(platform: str, user_id: str, text: str, operator: str,
 
     def record(result: str, handoff: bool = False) -> None:
         services.convlog.append(platform, user_id, "out", text, decision="operator", operator=operator,
-                                send_result=result, handoff=int(handoff))
+                                send_result=result, handoff=1 if handoff else None)
 
     if marks.interrupted() and not adapter.pushes_once:
         return _unconfirmed(services, platform, marks, record)
@@ -79,14 +79,13 @@ def process(services, adapter, incoming: Incoming) -> str:
                       services.settings.dedupe_ttl_seconds, leftovers=(_outbox_key(incoming),))
     if marks.sent():
         return "already-sent"
-    started = time.perf_counter()
-    reply = _decide_once(services, adapter, incoming)
+    reply = _decide_once(services, incoming)
     if reply is None:
         marks.done("no-reply")  # a redelivery finds it handled and is not logged again
         return "no-reply"
 
     def record(result: str, handoff: bool = False) -> None:
-        _log_reply(services, incoming, reply, result, started, handoff)
+        _log_reply(services, incoming, reply, result, handoff)
 
     interrupted = marks.interrupted()
     method = adapter.method(incoming, interrupted)
@@ -135,14 +134,12 @@ def _retries_left() -> bool:
     return bool(job is not None and job.retries_left)
 
 
-def _decide_once(services, adapter, incoming: Incoming) -> Reply | None:
+def _decide_once(services, incoming: Incoming) -> Reply | None:
     """Run the dialogue on the first attempt only; later attempts reuse its reply."""
     outbox_key = _outbox_key(incoming)
     stored = services.redis.get(outbox_key)
     if stored is not None:
         return _reply_from_json(stored)
-    if incoming.kind == TEXT and _age_ms(incoming) > services.settings.loading_animation_after_ms:
-        adapter.show_loading(incoming)
     services.handover.remember_address(incoming.platform, incoming.user_id, incoming.address)
     state = services.states.load(incoming.platform, incoming.user_id)
     if services.handover.operator_of(incoming.platform, incoming.user_id):
@@ -171,7 +168,7 @@ def _remember_unanswered(services, incoming: Incoming, turn) -> None:
     """Queue the question for operators, with the suggestions and embedding they group by."""
     nlu = services.dialogue.nlu
     lang = turn.lang or "ja"
-    suggestions = [(i, nlu.faq.get(i).text(lang).question) for i in turn.suggestions if nlu.faq.get(i)]
+    suggestions = [i for i in turn.suggestions if nlu.faq.get(i)]
     text = redact(turn.question) if services.settings.log_redact else turn.question
     services.unanswered.add(incoming.platform, incoming.user_id, text, lang, turn.decision, suggestions,
                             nlu.embedder.query(turn.question))
@@ -185,30 +182,19 @@ def _log_incoming(services, incoming: Incoming, turn) -> None:
         "in",
         text,
         event_id=incoming.event_id,
-        event_type=incoming.detail,
         kind=incoming.kind,
         decision=turn.decision,
         faq_id=turn.faq_id,
-        score="" if turn.score is None else f"{turn.score:.4f}",
-        nlu_ms="" if turn.nlu_ms is None else f"{turn.nlu_ms:.1f}",
+        score=None if turn.score is None else f"{turn.score:.4f}",
+        nlu_ms=None if turn.nlu_ms is None else f"{turn.nlu_ms:.1f}",
         lang=turn.lang,
-        handoff=int(bool(turn.state and turn.state.handoff)),
+        handoff=1 if turn.state and turn.state.handoff else None,
     )
 
 
-def _log_reply(services, incoming: Incoming, reply: Reply, result: str, started: float, handoff: bool) -> None:
-    services.convlog.append(
-        incoming.platform,
-        incoming.user_id,
-        "out",
-        reply.text,
-        event_id=incoming.event_id,
-        choices=json.dumps([c.label for c in reply.choices], ensure_ascii=False),
-        send_result=result,
-        latency_ms=_age_ms(incoming),
-        job_ms=f"{(time.perf_counter() - started) * 1000:.1f}",
-        handoff=int(handoff),
-    )
+def _log_reply(services, incoming: Incoming, reply: Reply, result: str, handoff: bool) -> None:
+    services.convlog.append_reply(incoming.platform, incoming.user_id, reply.text, [c.label for c in reply.choices],
+                                  send_result=result, latency_ms=_age_ms(incoming), handoff=1 if handoff else None)
 
 
 def _since_accepted(incoming: Incoming) -> float:

@@ -34,7 +34,10 @@ class StateStore:
         return ConversationState(**{k: v for k, v in json.loads(raw).items() if k in known})
 
     def save(self, platform: str, user_id: str, state: ConversationState) -> None:
-        self.redis.set(self.key(platform, user_id), json.dumps(asdict(state)), ex=self.ttl_seconds)
+        """Only what differs from a new conversation's state: most residents' state is a language and an answer."""
+        fresh = asdict(ConversationState())
+        changed = {k: v for k, v in asdict(state).items() if v != fresh[k]}
+        self.redis.set(self.key(platform, user_id), json.dumps(changed, ensure_ascii=False), ex=self.ttl_seconds)
 
     def forget(self, platform: str, user_id: str) -> None:
         self.redis.delete(self.key(platform, user_id))

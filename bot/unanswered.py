@@ -15,14 +15,21 @@ import numpy as np
 
 _KEY, _ORDER = "unanswered:items", "unanswered:order"  # hash id -> item; sorted set id -> time
 MAX_ITEMS = 5000
+_INT8 = "i8:"
 
 
 def pack(vector) -> str:
-    return base64.b64encode(np.asarray(vector, dtype=np.float16).tobytes()).decode()
+    """A direction is all the grouping needs: one signed byte a dimension, scaled to the largest (cosines within
+    .001 of the floats')."""
+    vector = np.asarray(vector, dtype=np.float32)
+    scaled = np.round(vector * (127 / (np.abs(vector).max() or 1.0)))
+    return _INT8 + base64.b64encode(scaled.astype(np.int8).tobytes()).decode()
 
 
 def unpack(packed: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(packed), dtype=np.float16).astype(np.float32)
+    if packed.startswith(_INT8):
+        return np.frombuffer(base64.b64decode(packed.removeprefix(_INT8)), dtype=np.int8).astype(np.float32)
+    return np.frombuffer(base64.b64decode(packed), dtype=np.float16).astype(np.float32)  # kept before 2026-12-02
 
 
 class Unanswered:
@@ -31,11 +38,12 @@ class Unanswered:
         self.retention_ms = retention_days * 86400 * 1000
 
     def add(self, platform: str, user_id: str, text: str, lang: str, reason: str, suggestions, vector) -> str:
-        """``suggestions``: [(faq id, question)] best first; ``vector``: the question's embedding."""
+        """``suggestions``: FAQ ids, best first (the console shows their questions as the FAQ has them then);
+        ``vector``: the question's embedding."""
         now_ns = time.time_ns()
         item_id = f"{now_ns:016x}{uuid.uuid4().hex[:6]}"  # sorts by time, so ties in the ms score trim the oldest
         item = {"id": item_id, "ts": now_ns // 1_000_000, "platform": platform, "user": user_id, "text": text,
-                "lang": lang, "reason": reason, "suggestions": [list(s) for s in suggestions], "vector": pack(vector)}
+                "lang": lang, "reason": reason, "suggestions": list(suggestions), "vector": pack(vector)}
         pipe = self.redis.pipeline()
         pipe.hset(_KEY, item_id, json.dumps(item, ensure_ascii=False))
         pipe.zadd(_ORDER, {item_id: item["ts"]})

@@ -9,7 +9,9 @@ runs the models on one thread (a thread pool does not survive a fork), and one
 that dies is replaced.  Beside each job loop, one thread reports to /healthz and
 puts back the jobs of workers that died mid-job, one enqueues due retries, and
 one reloads the FAQ when its files change (apart, so a long reload never makes
-this worker look dead).  A lost Redis is waited for, and the loop taken up again.
+this worker look dead); beside one loop a box, one shows LINE's loading animation
+to messages waiting in the queue (``bot.loading``).  A lost Redis is waited for,
+and the loop taken up again.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from bot import jobs
 from bot.app import configure_logging
 from bot.dialogue import Dialogue
 from bot.health import forget_worker, last_beats, write_heartbeat
+from bot.loading import LoadingAnimations
 from bot.messages import SendError
 from bot.recovery import enqueue_due_retries, requeue_abandoned
 from bot.services import build_services
@@ -38,6 +41,7 @@ from nlu import build_nlu
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 5
 RETRIES_EVERY_S = 1  # a retry due in 2 s goes out within 3
+LOADING_EVERY_S = 0.5
 #: RQ's own registry cleanup (jobs caught between queue and start); its default is ten minutes.
 MAINTENANCE_EVERY_S = 60
 
@@ -161,7 +165,7 @@ def _fork(services, n: int) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         _stop_with_parent(parent)
-        serve(services)
+        serve(services, shows_loading=n == 0)
     except Stopped:
         pass
     except BaseException:  # noqa: BLE001 - logged, then the supervisor starts another
@@ -214,7 +218,7 @@ class Worker(SimpleWorker):
         super().handle_exception(job, *exc_info)
 
 
-def serve(services) -> None:
+def serve(services, shows_loading: bool = True) -> None:
     """Report and take jobs until a graceful stop; after a Redis outage, take them up again."""
     settings = services.settings
     if settings.is_local:
@@ -229,6 +233,9 @@ def serve(services) -> None:
     threading.Thread(target=_every, args=retries, daemon=True, name="retries").start()
     reloads = (HEARTBEAT_EVERY_S, lambda: reload_faq(services), stop, "FAQ reload")
     threading.Thread(target=_every, args=reloads, daemon=True, name="faq-reload").start()
+    if shows_loading:
+        loading = (LOADING_EVERY_S, LoadingAnimations(services).round, stop, "loading animations")
+        threading.Thread(target=_every, args=loading, daemon=True, name="loading").start()
     threading.Thread(target=services.dialogue.nlu.complete_index, daemon=True, name="index").start()  # if staged
     try:
         while True:

@@ -1,14 +1,16 @@
 """Improving the FAQ from the console, and the numbers on the dashboard."""
+import base64
 import csv
 import io
 import shutil
 from datetime import date
 
+import numpy as np
 import pytest
 from rq import SimpleWorker
 
 from bot.console.improve import group
-from bot.unanswered import pack
+from bot.unanswered import pack, unpack
 from bot.worker import build_worker_services, reload_faq
 from config.settings import PROJECT_ROOT
 from nlu import Nlu, policies_from
@@ -137,3 +139,19 @@ def test_once_the_downloads_are_in_the_files_operators_clear_what_redis_kept(ope
     operator.post("/console/unanswered/clear", data=form(operator))
     assert worker.overlay.snapshot() == (version + 1, {}, ())  # a new version: the worker reloads from the files
     assert "Downloads applied to the files" not in operator.get("/console/unanswered").get_data(as_text=True)
+
+
+def test_a_kept_embedding_points_where_the_models_did_within_a_thousandth():
+    vectors = np.random.default_rng(3).normal(size=(50, 384)).astype(np.float32)
+    for vector in vectors:
+        kept = unpack(pack(vector))
+        assert float(kept @ vector / np.linalg.norm(kept) / np.linalg.norm(vector)) > 0.999
+    earlier = base64.b64encode(vectors[0].astype(np.float16).tobytes()).decode()  # as kept before
+    assert np.allclose(unpack(earlier), vectors[0], atol=1e-2)
+
+
+def test_the_queue_names_its_suggestions_by_the_faq_in_service(operator, worker, nlu):
+    question = nlu.faq.get("visitor-register").text("ja").question
+    worker.unanswered.add("line", "U1", "登録のことで", "ja", "clarify", ["visitor-register", "gone-entry"], [1.0] * 384)
+    page = operator.get("/console/unanswered").get_data(as_text=True)
+    assert f"visitor-register — {question}" in page and "gone-entry — (not in the FAQ now)" in page

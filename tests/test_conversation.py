@@ -6,7 +6,9 @@ import pytest
 
 from bot import jobs
 from bot.convlog import ConversationLog, summary_key
+from bot.loading import LoadingAnimations
 from bot.platforms.line import retry_key
+from bot.state import ConversationState, StateStore
 
 from tests.conftest import ACCESS_TOKEN, line_event, post_events, same_policies
 
@@ -68,16 +70,16 @@ def test_a_job_retried_after_a_line_server_error_sends_the_same_reply_once(clien
 
 
 def test_a_job_that_fails_after_sending_does_not_send_again_when_retried(client, worker, line_api, nlu, monkeypatch):
-    original = ConversationLog.append
+    original = ConversationLog.append_reply
     calls = {"out": 0}
 
-    def crash_once_after_sending(self, platform, user_id, direction, text="", **details):
-        if direction == "out" and not calls["out"]:
+    def crash_once_after_sending(self, *args, **details):
+        if not calls["out"]:
             calls["out"] += 1
             raise RuntimeError("worker died right after sending")
-        return original(self, platform, user_id, direction, text, **details)
+        return original(self, *args, **details)
 
-    monkeypatch.setattr(ConversationLog, "append", crash_once_after_sending)
+    monkeypatch.setattr(ConversationLog, "append_reply", crash_once_after_sending)
     ask(client, worker, line_event(text=nlu.faq.get("visitor-register").text("ja").question))
     assert calls["out"] == 1  # the first attempt crashed, RQ ran the job again
     assert len(line_api.sent()) == 1
@@ -250,12 +252,26 @@ def test_feedback_is_thanked_and_logged(client, worker, line_api):
     assert turn["decision"] == "feedback-down" and turn["faq_id"] == "visitor-register"
 
 
-def test_the_loading_animation_is_shown_when_the_message_already_waited(client, worker, line_api, nlu):
-    event = line_event(text=nlu.faq.get("visitor-register").text("ja").question, age_s=6)
-    ask(client, worker, event)
-    paths = [r.path for r in line_api.requests]
-    assert paths == ["/v2/bot/chat/loading/start", "/v2/bot/message/reply"]
-    assert line_api.requests[0].body == {"chatId": event["source"]["userId"], "loadingSeconds": 10}
+def test_the_loading_animation_goes_to_text_messages_waiting_long_enough_once_each(client, worker, line_api,
+                                                                                   settings):
+    worker.settings = settings.replace(loading_animation_after_ms=0)
+    waiting = [line_event(text="QRコードとは？", user=f"Uwait{n}") for n in range(3)]
+    post_events(client, *waiting, line_event(kind="sticker", user="Usticker"))
+    animations = LoadingAnimations(worker)
+    assert animations.round() == 3
+    assert animations.round() == 0  # once a message
+    assert LoadingAnimations(worker).round() == 0  # however many boxes look
+    assert [r.body for r in line_api.requests] == [
+        {"chatId": f"Uwait{n}", "loadingSeconds": 60} for n in range(3)]
+    worker.run()
+    assert [r.path for r in line_api.requests[3:]] == ["/v2/bot/message/reply"] * 4  # no animation before answers
+
+
+def test_no_loading_animation_for_a_message_that_has_not_waited(client, worker, line_api):
+    post_events(client, line_event(text="QRコードとは？", user="Uquick"))
+    assert LoadingAnimations(worker).round() == 0  # LOADING_ANIMATION_AFTER_MS is 5 s in the tests
+    worker.run()
+    assert [r.path for r in line_api.requests] == ["/v2/bot/message/reply"]
 
 
 def test_each_turn_is_logged_with_decision_score_and_latency_and_personal_data_redacted(client, worker, line_api):
@@ -280,3 +296,12 @@ def test_redaction_can_be_turned_off(client, settings, redis, nlu, line_api):
     post_events(client, line_event(text="call 090-1234-5678", user="Uplain"))
     SimpleWorker([services.queue], connection=redis).work(burst=True)
     assert "090-1234-5678" in services.convlog.conversation("line", "Uplain")[0]["text"]
+
+
+def test_a_conversations_state_keeps_only_what_differs_from_a_new_one(redis):
+    store = StateStore(redis, ttl_seconds=60)
+    store.save("line", "Ustate", ConversationState(lang="ja", last_answer="qr-reissue", last_question="再発行"))
+    assert json.loads(redis.get(StateStore.key("line", "Ustate"))) == {
+        "lang": "ja", "last_answer": "qr-reissue", "last_question": "再発行"}
+    assert store.load("line", "Ustate") == ConversationState(lang="ja", last_answer="qr-reissue",
+                                                             last_question="再発行")

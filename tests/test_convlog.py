@@ -1,5 +1,7 @@
 """The conversation log: a conversation's turns in a compact list, and turns kept in the earlier stream still
 shown until they expire."""
+import json
+
 from bot.convlog import ConversationLog, turns_key
 
 
@@ -23,3 +25,26 @@ def test_turns_kept_in_the_earlier_stream_come_first(redis):
     log = ConversationLog(redis, retention_days=30, conversation_maxlen=100, global_maxlen=100, redact_text=False)
     log.append("line", "Ub", "in", "after it")
     assert [t["text"] for t in log.conversation("line", "Ub")] == ["before the change", "after it"]
+
+
+def test_a_reply_many_residents_get_is_kept_once_and_shown_whole_as_sent(redis):
+    log = ConversationLog(redis, retention_days=30, conversation_maxlen=100, global_maxlen=100, redact_text=True)
+    answer = "コールセンター（0120-123-456）までお電話ください。" * 10
+    for user in ("Uc1", "Uc2", "Uc3"):
+        log.append("line", user, "in", f"{user} です、090-1234-5678")
+        log.append_reply("line", user, answer, ["1. はい", "2. いいえ"], send_result="reply")
+    assert len(list(redis.scan_iter("log:reply:*"))) == 1
+    turns = log.conversation("line", "Uc2")
+    assert turns[0]["text"] == "Uc2 です、[phone]"  # the resident's number is hidden, the bot's is not
+    assert turns[1]["text"] == answer and json.loads(turns[1]["choices"]) == ["1. はい", "2. いいえ"]
+    assert turns[1]["send_result"] == "reply" and turns[1]["platform"] == "line" and turns[1]["user"] == "Uc2"
+    assert redis.memory_usage(turns_key("line", "Uc3")) < 400  # the answer itself is not in each conversation
+    assert [s["user"] for s in log.summaries()] == ["Uc3", "Uc2", "Uc1"]
+
+
+def test_a_reply_kept_no_longer_shows_empty_rather_than_failing(redis):
+    log = ConversationLog(redis, retention_days=30, conversation_maxlen=100, global_maxlen=100, redact_text=True)
+    log.append_reply("line", "Ud", "gone soon", [], send_result="reply")
+    for key in redis.scan_iter("log:reply:*"):
+        redis.delete(key)
+    assert log.conversation("line", "Ud")[0]["text"] == ""

@@ -36,7 +36,7 @@ def test_a_killed_worker_is_noticed_and_its_message_answered_once(production, re
     first = production("worker")
     wait_until(lambda: status(production.url + "/healthz") == 200, 180, "the first worker is up")
 
-    line_api.hold_next("/chat/loading/start", 30)  # the job is busy with LINE when its worker dies
+    line_api.hold_next("/message/reply", 30)  # the job is busy with LINE when its worker dies
     assert post_line_text(production.url, "QRコードの登録はどうすればいいですか？", "Ukilled").status_code == 200
     wait_until(lambda: redis.zcard("rq:wip:events") == 1, 30, "the worker took the job")
     first.stop(sig=9)

@@ -50,8 +50,23 @@ def unanswered():
     services = current_app.extensions["bot"]
     faq = _faq()
     _, pending, outside = services.overlay.snapshot()
-    return render_template("console/unanswered.html", groups=group(services.unanswered.items()),
+    groups = group(services.unanswered.items())
+    for g in groups:
+        g["suggestions"] = [(i, _question(faq, i, g["lang"])) for i in map(_suggested_id, g["suggestions"])]
+    return render_template("console/unanswered.html", groups=groups,
                            entries=faq.entries if faq else [], pending=pending, outside=outside)
+
+
+def _suggested_id(suggestion) -> str:
+    """Items kept before 2026-12-02 carry [id, question]."""
+    return suggestion[0] if isinstance(suggestion, list) else suggestion
+
+
+def _question(faq, faq_id: str, lang: str) -> str:
+    entry = faq and faq.get(faq_id)
+    if not entry:
+        return "(not in the FAQ now)"
+    return (entry.texts.get(lang) or next(iter(entry.texts.values()))).question
 
 
 @bp.post("/unanswered/attach")

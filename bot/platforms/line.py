@@ -155,7 +155,7 @@ class LineAdapter:
                              x_line_retry_key=retry_key(key))
         return "push"
 
-    def show_loading(self, incoming: Incoming, seconds: int = 10) -> None:
+    def show_loading(self, incoming: Incoming, seconds: int) -> None:
         """The typing dots; best effort, a failure here must not stop the answer."""
         try:
             with self._api() as api:

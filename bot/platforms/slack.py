@@ -132,7 +132,7 @@ class SlackAdapter:
             self._client.chat_postMessage(channel=channel, thread_ts=address.get("thread_ts"), text=text)
         return "post"
 
-    def show_loading(self, incoming: Incoming) -> None:
+    def show_loading(self, incoming: Incoming, seconds: int) -> None:
         """Slack bots have no typing indicator for the Events API."""
 
 
