@@ -183,8 +183,7 @@ def main(argv=None) -> None:
     server.start()
     client = redis_client.Redis.from_url(server.url)
     env = {**production_env(server.url, api.url, folder), "LOG_LEVEL": "WARNING"}
-    for shipped in ("NLU_TUNED_ENCODER", "LOADING_ANIMATION_AFTER_MS"):  # as a deployer runs it
-        env.pop(shipped)
+    env.pop("NLU_TUNED_ENCODER")  # the shipped encoders, as a deployer runs it
     if args.worker_processes:
         env["WORKER_PROCESSES"] = args.worker_processes
     bin_dir = args.venv / "bin" if args.venv else None

@@ -80,7 +80,7 @@ def production_env(redis_url: str, line_api_url: str, folder: Path) -> dict:
     env = {key: value for key, value in os.environ.items() if key != "BOT_MODE"}
     env.update(LINE_CHANNEL_SECRET=CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN=ACCESS_TOKEN, REDIS_URL=redis_url,
                LINE_API_BASE_URL=line_api_url, PORT=str(free_port()), WEB_CONCURRENCY="2",
-               WORKER_HEARTBEAT_MAX_AGE_SECONDS=str(MAX_AGE_S), LOADING_ANIMATION_AFTER_MS="0",
+               WORKER_HEARTBEAT_MAX_AGE_SECONDS=str(MAX_AGE_S),
                NLU_TUNED_ENCODER="off", PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
     return env
 
