@@ -12,6 +12,7 @@ from bot.messages import FOLLOW, POSTBACK, TEXT, UNFOLLOW, Choice, Incoming, Rep
 from bot.replies import GREETING, both, say
 from bot.state import ConversationState
 from nlu import ANSWER, CLARIFY, detect_language
+from nlu import HANDOFF as HANDOFF_INTENT
 
 ANSWERED, CLARIFIED, FALLBACK, HANDOFF = "answered", "clarified", "fallback", "handoff"
 
@@ -63,6 +64,8 @@ class Dialogue:
         decision = self.nlu.answer(text, lang)
         top = decision.top
         details = dict(score=top.score if top else None, nlu_ms=decision.latency_ms)
+        if decision.intent:
+            return self._on_intent(decision.intent, lang, replace(state, lang=lang), details)
         state = replace(state, lang=lang, pending=[], next_choices=[], last_question=text)
         count = self.nlu.policies[lang].clarify_count
         offered = [c.faq_id for c in decision.candidates[:count]]
@@ -75,6 +78,15 @@ class Dialogue:
             return Turn(reply, replace(state, pending=offered, next_choices=following), CLARIFIED, top.faq_id,
                         lang=lang, **details)
         return self._miss(state, lang, details)
+
+    def _on_intent(self, intent_id: str, lang: str, state: ConversationState, details: dict) -> Turn:
+        """Asking for a person hands the conversation over at once; a greeting, thanks or goodbye gets its reply
+        and leaves the conversation as it was (a "did you mean…" list stays open to a typed number)."""
+        intent = next(i for i in self.nlu.intents if i.id == intent_id)
+        reply = Reply(intent.replies[lang].format(**self.contact))
+        if intent.action == HANDOFF_INTENT:
+            return Turn(reply, replace(state, handoff=True, misses=0), HANDOFF, lang=lang, **details)
+        return Turn(reply, state, f"intent-{intent.id}", lang=lang, **details)
 
     def _miss(self, state: ConversationState, lang: str, details: dict) -> Turn:
         misses = state.misses + 1

@@ -108,6 +108,7 @@ class Settings:
     redis_embedded_path: str = str(PROJECT_ROOT / "var" / "redis.db")
     queue_name: str = "events"
     faq_dir: str = str(PROJECT_ROOT / "faq_data")
+    intents_dir: str = str(PROJECT_ROOT / "faq_data" / "intents")  # nlu.intents; a missing folder: none
     nlu_top_k: int = 10
     # The policy, per language (English and Japanese scores come from different encoders and re-rankers):
     # python -m nlu.calibrate --set demo jhu localgov --joint
@@ -119,6 +120,10 @@ class Settings:
     nlu_answer_margin_en: float = 0.02
     nlu_answer_lead_en: float = 0.052
     nlu_clarify_threshold_en: float = 0.879
+    # an intent (asking for a person, thanks…) takes a message at or above this, if nearer than every entry:
+    # python -m benchmarks.intents
+    nlu_intent_threshold_ja: float = 0.92
+    nlu_intent_threshold_en: float = 0.92
     nlu_threads: int = 2
     nlu_answer_chars: int = 100  # answer characters embedded with each question (0: questions only)
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"
@@ -176,6 +181,9 @@ class Settings:
         settings, in ``nlu.decision.Policy``'s order."""
         return tuple(getattr(self, f"nlu_{name}_{lang}") for name in ("answer_threshold", "answer_margin",
                                                                        "answer_lead", "clarify_threshold"))
+
+    def intent_threshold(self, lang: str) -> float:
+        return getattr(self, f"nlu_intent_threshold_{lang}")
 
     def late_interaction(self, lang: str) -> float:
         """``NLU_LATE_INTERACTION_{LANG}``: the weight of late interaction in ``lang`` (0: off)."""

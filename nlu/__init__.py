@@ -9,18 +9,20 @@ from config.settings import SettingsError
 from nlu.decision import ANSWER, CLARIFY, FALLBACK, Candidate, Decision, Policy
 from nlu.engine import Nlu
 from nlu.faq import LANGUAGES, Faq, FaqEntry, FaqError, load_faq, read_outside_questions
+from nlu.intents import HANDOFF, Intent, load_intents
 from nlu.text import detect_language
 
 __all__ = [
     "ANSWER", "CLARIFY", "FALLBACK", "LANGUAGES", "Candidate", "Decision", "Policy", "Nlu",
-    "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language",
+    "Faq", "FaqEntry", "FaqError", "load_faq", "detect_language", "HANDOFF", "Intent", "load_intents",
     "build_nlu", "build_embedder", "build_reranker", "load_e5", "load_encoders", "outside_questions", "policies_from",
 ]
 
 
 def policies_from(settings) -> dict[str, Policy]:
     """The decision policy of each language, from its ``NLU_*_{LANG}`` thresholds."""
-    return {lang: Policy(*settings.thresholds(lang)) for lang in LANGUAGES}
+    return {lang: Policy(*settings.thresholds(lang), intent_threshold=settings.intent_threshold(lang))
+            for lang in LANGUAGES}
 
 
 def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
@@ -36,7 +38,8 @@ def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
     return Nlu(settings.faq_dir, policies_from(settings), build_embedder(settings, *encoders),
                reranker=build_reranker(settings, encoders[1]), top_k=settings.nlu_top_k, overlay=overlay,
                answer_chars=settings.nlu_answer_chars, max_chars=settings.nlu_max_chars,
-               staged=staged and settings.nlu_cache_dir != "off", outside=outside_questions(settings))
+               staged=staged and settings.nlu_cache_dir != "off", outside=outside_questions(settings),
+               intents=load_intents(settings.intents_dir))
 
 
 def outside_questions(settings) -> tuple[str, ...]:

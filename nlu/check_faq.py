@@ -1,7 +1,10 @@
-"""``python -m nlu.check_faq [DIR]``: validate FAQ files before saving them into service."""
+"""``python -m nlu.check_faq [DIR]``: validate FAQ files, and the intents in DIR/intents, before saving them into
+service."""
 import sys
+from pathlib import Path
 
 from nlu.faq import LANGUAGES, Faq, FaqError, load_faq
+from nlu.intents import load_intents
 from nlu.retrieval import shared_answers
 
 
@@ -23,12 +26,13 @@ def main(argv=None) -> int:
     target = (argv or sys.argv[1:] or ["faq_data"])[0]
     try:
         faq = load_faq(target)
+        intents = load_intents(Path(target) / "intents")
     except FaqError as error:
         print(f"FAQ error: {error}", file=sys.stderr)
         return 1
     for note in same_answer_notes(faq):
         print(note)
-    print(f"{target}: {len(faq.entries)} entries OK")
+    print(f"{target}: {len(faq.entries)} entries OK, {len(intents)} intents OK")
     return 0
 
 

@@ -50,6 +50,7 @@ class Decision:
     candidates: tuple[Candidate, ...]
     latency_ms: float = 0.0
     outside: float = float("-inf")  # the best score of a question the FAQ does not answer (``Policy.decide``)
+    intent: str = ""  # a conversational intent (``nlu.intents``) that takes the message instead of the FAQ
 
     @property
     def top(self) -> Candidate | None:
@@ -86,6 +87,13 @@ class Policy:
     answer_lead: float
     clarify_threshold: float
     clarify_count: int = 3
+    intent_threshold: float = float("inf")  # ``takes_intent``; none by default
+
+    def takes_intent(self, candidates, intent_score: float) -> bool:
+        """A conversational intent takes the message only when its phrasing is near and nearer than any entry's:
+        "thank you for the QR poster, how do I print another?" is a question about posters."""
+        best_entry = candidates[0].score if candidates else float("-inf")
+        return intent_score >= self.intent_threshold and intent_score > best_entry
 
     def decide(self, candidates, outside: float = float("-inf")) -> str:
         if not candidates or candidates[0].score < self.clarify_threshold:

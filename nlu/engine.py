@@ -33,8 +33,11 @@ def rank_and_decide(retriever, policies: dict, reranker, top_k: int, text: str, 
     candidates = one_per_answer(candidates, index.same_answer)
     outside = index.outside_score(text)
     kind = policies[lang].decide(candidates, outside)
+    intent, intent_score = index.intent_match(text)
+    intent = intent if policies[lang].takes_intent(candidates, intent_score) else ""
     latency_ms = (time.perf_counter() - started) * 1000
-    return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms, outside=outside)
+    return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms, outside=outside,
+                    intent=intent)
 
 
 def warm_up(reranker, retriever) -> None:
@@ -50,11 +53,12 @@ class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
     def __init__(self, faq_dir, policies: dict[str, Policy], embedder, reranker=None, top_k: int = 10, overlay=None,
-                 answer_chars: int = 0, staged: bool = False, outside=(), max_chars: int | None = None):
+                 answer_chars: int = 0, staged: bool = False, outside=(), max_chars: int | None = None, intents=()):
         self.faq_dir = faq_dir
         self.max_chars = max_chars  # how much of a text ``answer`` reads (``truncate``; None: all)
         self.outside = tuple(outside)  # questions the FAQ does not answer (``LanguageIndex.outside_score``)
         self.outside_in_service = self.outside  # with those operators marked (the overlay's), as last loaded
+        self.intents = tuple(intents)  # ``nlu.intents``: matched beside the FAQ
         self.answer_chars = answer_chars  # how much of each answer the index embeds with its question
         self.overlay = overlay  # () -> (version, {(faq id, lang): [accepted alternates]}, outside questions), or None
         self.policies = policies  # language -> Policy
@@ -66,7 +70,7 @@ class Nlu:
         self._lock = threading.Lock()
         faq = self._load()  # the first load must succeed: nothing to fall back to
         chars = 0 if staged else answer_chars
-        self._current = (faq, HybridRetriever.for_faq(faq, embedder, chars, self.outside_in_service), chars)
+        self._current = (faq, self._index(faq, chars), chars)
         self.loaded_at = time.time()
 
     @property
@@ -89,7 +93,7 @@ class Nlu:
         faq = self.faq
         if not self.index_complete:
             started = time.perf_counter()
-            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars, self.outside_in_service)
+            retriever = self._index(faq, self.answer_chars)
             with self._lock:
                 if self.faq is faq:
                     self._current = (faq, retriever, self.answer_chars)
@@ -124,12 +128,14 @@ class Nlu:
                     log.error("FAQ not reloaded, still serving the previous version: %s", error)
                 self.last_error = str(error)
                 return False
-            retriever = HybridRetriever.for_faq(faq, self.embedder, self.answer_chars, self.outside_in_service)
-            self._current = (faq, retriever, self.answer_chars)
+            self._current = (faq, self._index(faq, self.answer_chars), self.answer_chars)
             self.last_error = None
             self.loaded_at = time.time()
             log.info("FAQ reloaded: %d entries", len(faq.entries))
             return True
+
+    def _index(self, faq: Faq, answer_chars: int) -> HybridRetriever:
+        return HybridRetriever.for_faq(faq, self.embedder, answer_chars, self.outside_in_service, self.intents)
 
     def _signature(self) -> tuple:
         """The files' state, plus the overlay's version: a change in either means reload."""

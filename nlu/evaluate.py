@@ -22,12 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
-from nlu import Nlu, build_embedder, build_reranker, load_encoders, outside_questions, policies_from
+from nlu import Nlu, build_embedder, build_reranker, load_encoders, load_intents, outside_questions, policies_from
 from nlu.engine import rank_and_decide, warm_up
 from nlu.benchmarks import (DATA_DIR, DEMO_QUERIES, Benchmark, asked_alike_labelled_apart, corpus_language,
                             label_ceiling, load_demo, load_faq_set, load_set, p1_by_language, paired_gain,
                             per_query_metrics, pipeline_curve, policy_outcomes, precision_at_1, question_outcomes,
                             rank_metrics, read_json, right_choice)
+from nlu.intents import phrasings_in
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 
 SETS = ("demo", "localgov", "jhu", "clinc-oos")
@@ -81,7 +82,8 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
     cached = build_embedder(settings, *encoders, wrap=counting)
     if benchmark.corpus is None:
         nlu = Nlu(settings.faq_dir, policies_from(settings), cached, reranker=reranker, top_k=settings.nlu_top_k,
-                  answer_chars=settings.nlu_answer_chars, staged=staged, outside=outside_questions(settings))
+                  answer_chars=settings.nlu_answer_chars, staged=staged, outside=outside_questions(settings),
+                  intents=load_intents(settings.intents_dir))
         first_s = time.perf_counter() - started
         nlu.complete_index()
         entries = len(nlu.faq.entries)
@@ -92,7 +94,8 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
             LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder)
         first_s = time.perf_counter() - started
         index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads,
-                              answers=corpus.answers, outside=outside_questions(settings))
+                              answers=corpus.answers, outside=outside_questions(settings),
+                              intents=phrasings_in(load_intents(settings.intents_dir), corpus.lang))
         nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policies_from(settings), reranker, settings.nlu_top_k)
         warm_up(reranker, nlu.retriever)  # as the worker's complete_index does
         entries = len(corpus.ids)
@@ -209,6 +212,9 @@ def evaluate(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker
         "set": benchmark.name, "queries": len(benchmark.queries), "oos_queries": len(benchmark.oos),
         **build, "rows": rows, "gain": pipeline_gain(rankings, qrels, rows),
         "policy": policy_outcomes(decisions, qrels, oos_decisions),
+        "taken_by_intent": {"questions": float(np.mean([bool(d.intent) for d in decisions])) if decisions else 0.0,
+                            "out_of_scope": float(np.mean([bool(d.intent) for d in oos_decisions]))
+                            if oos_decisions else 0.0},
         "p@1_by_language": p1_by_language(benchmark, rankings["pipeline"]),
         "label_ceiling": label_ceiling(benchmark.queries),
         "p@1_labelled_consistently": consistent_p1(rankings, benchmark.queries),
@@ -239,6 +245,9 @@ def print_report(report: dict) -> None:
         f"{g['worse']} worse)" for metric, g in gain.items() if metric != "against"))
     shares = (f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in report["policy"].items())
     print("\npolicy: " + ", ".join(shares))
+    taken = report["taken_by_intent"]
+    print(f"taken by a conversational intent (nlu.intents) instead of the FAQ: questions {taken['questions']:.3f}, "
+          f"out-of-scope {taken['out_of_scope']:.3f}")
     print("P@1 by language: " + ", ".join(f"{k} {v:.3f}" for k, v in report["p@1_by_language"].items()))
     ceiling = report["label_ceiling"]
     if ceiling["split_texts"]:

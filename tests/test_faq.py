@@ -126,7 +126,7 @@ def test_check_faq_names_entries_that_give_the_same_answer_and_refuses_a_broken_
     assert check_faq.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "note: entries first, second give the same en answer" in out and " ja answer" not in out
-    assert out.endswith(f"{tmp_path}: 2 entries OK\n")
+    assert out.endswith(f"{tmp_path}: 2 entries OK, 0 intents OK\n")
 
     write(tmp_path, GOOD.replace("answer: The second answer.", "answer:"))
     assert check_faq.main([str(tmp_path)]) == 1
