@@ -33,10 +33,11 @@ class Turn:
 
 
 class Dialogue:
-    def __init__(self, nlu, handoff_after_misses: int, fallback_phone: str, fallback_url: str, examples=()):
+    def __init__(self, nlu, handoff_after_misses: int, fallback_phone: str, fallback_url: str, city_phone: str,
+                 city_url: str, examples=()):
         self.nlu = nlu
         self.handoff_after_misses = handoff_after_misses
-        self.contact = {"phone": fallback_phone, "url": fallback_url}
+        self.contact = {"phone": fallback_phone, "url": fallback_url, "city_phone": city_phone, "city_url": city_url}
         self.examples = tuple(examples)
 
     def handle(self, incoming: Incoming, state: ConversationState) -> Turn:
@@ -74,10 +75,12 @@ class Dialogue:
         details.update(suggestions=tuple(c.faq_id for c in decision.candidates[:3]), question=text)
         if decision.kind == CLARIFY:
             following = [c.faq_id for c in decision.candidates[count : 2 * count]]
-            reply = self._did_you_mean(offered, lang)
+            # nearer a question of another department's than any entry: say where to ask, keep the choices
+            intro = "elsewhere_did_you_mean" if decision.outside >= top.score else "did_you_mean"
+            reply = self._did_you_mean(offered, lang, intro)
             return Turn(reply, replace(state, pending=offered, next_choices=following), CLARIFIED, top.faq_id,
                         lang=lang, **details)
-        return self._miss(state, lang, details)
+        return self._miss(state, lang, details, "elsewhere")
 
     def _on_intent(self, intent_id: str, lang: str, state: ConversationState, details: dict) -> Turn:
         """Asking for a person hands the conversation over at once; a greeting, thanks or goodbye gets its reply
@@ -88,12 +91,14 @@ class Dialogue:
             return Turn(reply, replace(state, handoff=True, misses=0), HANDOFF, lang=lang, **details)
         return Turn(reply, state, f"intent-{intent.id}", lang=lang, **details)
 
-    def _miss(self, state: ConversationState, lang: str, details: dict) -> Turn:
+    def _miss(self, state: ConversationState, lang: str, details: dict, text: str = "fallback") -> Turn:
+        """``text``: "elsewhere" for a question far from every entry (what this account answers, and where else
+        to ask), "fallback" after choices that did not fit (try other words)."""
         misses = state.misses + 1
         if misses >= self.handoff_after_misses:
             state = replace(state, misses=misses, handoff=True)
             return Turn(Reply(say(lang, "handoff", **self.contact)), state, HANDOFF, lang=lang, **details)
-        fallback = Reply(say(lang, "fallback", **self.contact))
+        fallback = Reply(say(lang, text, **self.contact))
         return Turn(fallback, replace(state, misses=misses), FALLBACK, lang=lang, **details)
 
     def _on_postback(self, data: dict, state: ConversationState) -> Turn:
@@ -150,7 +155,7 @@ class Dialogue:
 
     def _did_you_mean(self, faq_ids: list[str], lang: str, intro: str = "did_you_mean") -> Reply:
         questions = [self.nlu.faq.get(faq_id).text(lang).question for faq_id in faq_ids]
-        lines = [say(lang, intro)] + [f"{n}. {q}" for n, q in enumerate(questions, 1)]
+        lines = [say(lang, intro, **self.contact)] + [f"{n}. {q}" for n, q in enumerate(questions, 1)]
         choices = [
             Choice(f"{n}. {q}", data=encode_postback(a="select", faq=faq_id, lang=lang), text=q)
             for n, (faq_id, q) in enumerate(zip(faq_ids, questions), 1)

@@ -18,6 +18,15 @@ TEXTS = {
             "言い方を変えて、もう一度送ってみてください。\n"
             "お急ぎの方はコールセンター（{phone}、平日9時〜18時）または {url} をご利用ください。"
         ),
+        "elsewhere": (
+            "申し訳ありません。このアカウントはQR追跡システムについてのご質問にお答えしています。"
+            "そのほかの市のご用件は、市の総合案内（{city_phone}）または {city_url} へお問い合わせください。"
+        ),
+        "elsewhere_did_you_mean": (
+            "このアカウントはQR追跡システムについてのご質問にお答えしています。"
+            "そのほかの市のご用件は、市の総合案内（{city_phone}）または {city_url} へ。"
+            "QR追跡システムについてでしたら、次のどれかですか？番号のボタンを選んでください。"
+        ),
         "handoff": (
             "うまくお答えできず申し訳ありません。担当の職員に引き継ぎました。"
             "受付時間内（平日9時〜18時）にこのトークで職員からお返事します。\n"
@@ -42,6 +51,15 @@ TEXTS = {
         "fallback": (
             "Sorry, I couldn't find an answer to that question. Please try asking in other words.\n"
             "If it is urgent, call {phone} (weekdays 9:00–18:00) or see {url}"
+        ),
+        "elsewhere": (
+            "Sorry, this account answers questions about the city's QR tracing system. For other city matters, "
+            "please contact the city's general information line ({city_phone}) or see {city_url}"
+        ),
+        "elsewhere_did_you_mean": (
+            "This account answers questions about the city's QR tracing system; for other city matters, contact "
+            "the general information line ({city_phone}) or see {city_url}\n"
+            "If it is about QR tracing, did you mean one of these? Tap a number."
         ),
         "handoff": (
             "Sorry I couldn't help. I have passed your question to a member of staff, "

@@ -57,6 +57,8 @@ def build_worker_services(settings: Settings, redis=None, nlu=None, staged: bool
         fallback_phone=settings.fallback_phone,
         fallback_url=settings.fallback_url,
         examples=[i.strip() for i in settings.greeting_examples.split(",") if i.strip()],
+        city_phone=settings.city_contact_phone,
+        city_url=settings.city_contact_url,
     )
     jobs.install(services)
     return services

@@ -144,6 +144,9 @@ class Settings:
     log_redact: bool = True
     fallback_phone: str = "0120-000-000"
     fallback_url: str = "https://city.example/qr-tracing/contact"
+    # where a question for another department is sent: the city's general contact
+    city_contact_phone: str = "03-0000-0000"
+    city_contact_url: str = "https://city.example/contact"
     reply_token_max_age_seconds: int = 50
     loading_animation_after_ms: int = 1000
     greeting_examples: str = "visitor-register,venue-register,alert-what-to-do"

@@ -10,6 +10,7 @@ from bot.loading import LoadingAnimations
 from bot.platforms.line import retry_key
 from bot.state import ConversationState, StateStore
 
+from nlu import Nlu
 from tests.conftest import ACCESS_TOKEN, line_event, post_events, same_policies
 
 
@@ -210,8 +211,9 @@ def clueless_worker(worker, monkeypatch):
 def test_two_misses_in_a_row_hand_the_resident_to_a_person(client, clueless_worker, line_api, redis):
     user = "Uneedshelp"
     ask(client, clueless_worker, line_event(text="ゴミの収集日はいつですか", user=user))
-    first = line_api.sent()[0].body["messages"][0]["text"]
-    assert "0120-000-000" in first and "言い方を変えて" in first
+    first = line_api.sent()[0].body["messages"][0]["text"]  # far from every entry: where else to ask
+    assert "03-0000-0000" in first and "QR追跡システム" in first and "0120-000-000" not in first
+    assert "言い方を変えて" not in first
     assert not clueless_worker.states.load("line", user).handoff
     ask(client, clueless_worker, line_event(text="粗大ごみの出し方は？", user=user))
     second = line_api.sent()[1].body["messages"][0]["text"]
@@ -220,6 +222,27 @@ def test_two_misses_in_a_row_hand_the_resident_to_a_person(client, clueless_work
     assert state.handoff and state.misses == 2
     decisions = [t["decision"] for t in clueless_worker.convlog.conversation("line", user) if t["direction"] == "in"]
     assert decisions == ["fallback", "handoff"]
+
+
+@pytest.mark.parametrize("text, contact", [("How do I renew my passport?", "general information line"),
+                                           ("パスポートの更新方法は？", "市の総合案内")])
+def test_a_question_for_another_department_is_told_where_to_ask_not_to_rephrase(client, clueless_worker, line_api,
+                                                                                text, contact):
+    ask(client, clueless_worker, line_event(text=text, user="Uother"))
+    reply = line_api.sent()[0].body["messages"][0]["text"]
+    assert contact in reply and "https://city.example/contact" in reply
+    assert "other words" not in reply and "言い方を変えて" not in reply
+
+
+def test_a_question_nearer_another_departments_than_any_entry_gets_where_to_ask_beside_the_choices(
+        tmp_path, client, worker, line_api, nlu, monkeypatch):
+    outside = ("How do I renew my passport?", "When is the passport office open?")
+    monkeypatch.setattr(worker.dialogue, "nlu", Nlu(worker.settings.faq_dir, same_policies(2.0, 0.0, 0.0),
+                                                    nlu.embedder, outside=outside))
+    ask(client, worker, line_event(text="Where do I renew my passport?", user="Upassport"))
+    message = line_api.sent()[0].body["messages"][0]
+    assert message["text"].startswith("This account answers questions about the city's QR tracing system")
+    assert "did you mean one of these?" in message["text"] and len(quick_reply_actions(message)) == 4
 
 
 def test_follow_greets_in_both_languages_with_three_example_questions(client, worker, line_api):
