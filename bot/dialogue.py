@@ -162,7 +162,7 @@ class Dialogue:
         ]
         none = say(lang, "none_of_these")
         choices.append(Choice(none, data=encode_postback(a="none", lang=lang), text=none))
-        return Reply("\n".join(lines), tuple(choices))
+        return Reply("\n".join(lines), tuple(choices), lead=lines[0])
 
     def _greeting(self) -> Reply:
         faq = self.nlu.faq

@@ -216,4 +216,4 @@ def _reply_to_json(reply: Reply) -> str:
 
 def _reply_from_json(raw) -> Reply:
     data = json.loads(raw)
-    return Reply(data["text"], tuple(Choice(**choice) for choice in data["choices"]))
+    return Reply(data["text"], tuple(Choice(**choice) for choice in data["choices"]), data.get("lead", ""))

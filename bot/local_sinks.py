@@ -17,9 +17,9 @@ def outbox_key(conversation: str) -> str:
     return f"local:outbox:{conversation}"
 
 
-def _store(conversation: str, text: str, buttons: list[dict]) -> str:
+def _store(conversation: str, text: str, buttons: list[dict], rows: list[dict] = ()) -> str:
     redis = current_app.extensions["bot"].redis
-    entry = json.dumps({"text": text, "buttons": buttons}, ensure_ascii=False)
+    entry = json.dumps({"text": text, "buttons": buttons, "rows": list(rows)}, ensure_ascii=False)
     return redis.xadd(outbox_key(conversation), {"json": entry}, maxlen=500, approximate=True).decode()
 
 
@@ -43,14 +43,33 @@ def line_message(kind: str):
         user_id = payload.get("to", "")
     else:
         abort(404)
-    sent = [_store(user_id, m.get("text", ""), _line_buttons(m)) for m in payload.get("messages", [])]
+    sent = []
+    for message in payload.get("messages", []):
+        text, rows = _line_text_and_rows(message)
+        sent.append(_store(user_id, text, _line_buttons(message), rows))
     return jsonify(sentMessages=[{"id": i, "quoteToken": i} for i in sent])
 
 
 def _line_buttons(message: dict) -> list[dict]:
-    actions = [item["action"] for item in (message.get("quickReply") or {}).get("items", [])]
-    return [{"label": a["label"], "postback": a["data"], "shown": a.get("displayText") or a["label"]}
-            if a["type"] == "postback" else {"label": a["label"], "text": a["text"]} for a in actions]
+    return [_button(item["action"]) for item in (message.get("quickReply") or {}).get("items", [])]
+
+
+def _button(action: dict, label: str = "") -> dict:
+    label = label or action["label"]
+    if action["type"] == "postback":
+        return {"label": label, "postback": action["data"], "shown": action.get("displayText") or label}
+    return {"label": label, "text": action["text"]}
+
+
+def _line_text_and_rows(message: dict) -> tuple[str, list[dict]]:
+    """A text message's text; a Flex "did you mean…" as its lead and its tappable rows (as the bot builds it:
+    a text, then boxes that each hold a text and an action)."""
+    if message.get("type") != "flex":
+        return message.get("text", ""), []
+    parts = message["contents"]["body"]["contents"]
+    lead = next(part["text"] for part in parts if part["type"] == "text")
+    rows = [_button(part["action"], part["contents"][0]["text"]) for part in parts if part.get("action")]
+    return lead, rows
 
 
 @bp.post("/local/line-api/v2/bot/chat/loading/start")

@@ -40,8 +40,13 @@ class Choice:
 
 @dataclass(frozen=True)
 class Reply:
+    """``text`` is the whole reply in plain words.  With a ``lead``, the choices are whole questions a resident
+    reads before tapping ("did you mean…"): a platform that can shows the lead above them as rows (LINE's Flex
+    Message), the choices staying as shortcuts."""
+
     text: str
     choices: tuple[Choice, ...] = ()
+    lead: str = ""
 
 
 def encode_postback(**values) -> str:

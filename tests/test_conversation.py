@@ -20,6 +20,11 @@ def ask(client, worker, *events):
     worker.run()
 
 
+def text_of(message) -> str:
+    """What a resident reads in plain words: a text message's text, a Flex Message's alt text."""
+    return message["altText"] if message["type"] == "flex" else message["text"]
+
+
 def quick_reply_actions(message):
     return [item["action"] for item in message.get("quickReply", {}).get("items", [])]
 
@@ -119,7 +124,7 @@ def unsure_worker(worker, monkeypatch):
 def test_clarify_offers_the_top_three_and_choosing_one_answers_it(client, unsure_worker, line_api, nlu):
     ask(client, unsure_worker, line_event(text="How do I register my shop's QR code?"))
     [message] = line_api.sent()[0].body["messages"]
-    assert message["text"].startswith("Did you mean")
+    assert text_of(message).startswith("Did you mean")
     actions = quick_reply_actions(message)
     assert len(actions) == 4  # three entries and "none of these"
     assert all(len(a["label"]) <= 20 for a in actions)
@@ -130,6 +135,26 @@ def test_clarify_offers_the_top_three_and_choosing_one_answers_it(client, unsure
     ask(client, unsure_worker, line_event(kind="postback", data=pick["data"]))
     [answer] = line_api.sent()[0].body["messages"]
     assert answer["text"].startswith(nlu.faq.get("venue-register").text("en").answer)
+
+
+@pytest.mark.parametrize("question, lang, lead", [("How do I register my shop's QR code?", "en", "Did you mean"),
+                                                   ("店のQRコードの登録方法", "ja", "もしかして")])
+def test_did_you_mean_shows_each_question_whole_as_a_tappable_row_on_line(client, unsure_worker, line_api, nlu,
+                                                                         question, lang, lead):
+    ask(client, unsure_worker, line_event(text=question, user="Urows"))
+    [message] = line_api.sent()[0].body["messages"]
+    assert message["type"] == "flex" and message["altText"].startswith(lead)  # what a notification shows
+    lead_text, *rows = [part for part in message["contents"]["body"]["contents"] if part["type"] != "separator"]
+    assert lead_text["text"].startswith(lead)
+    offered = [parse_qs(row["action"]["data"]) for row in rows]
+    questions = [nlu.faq.get(o["faq"][0]).text(lang).question for o in offered[:3]]
+    assert [row["contents"][0]["text"] for row in rows[:3]] == [f"{n}. {q}" for n, q in enumerate(questions, 1)]
+    assert [row["action"]["displayText"] for row in rows[:3]] == questions  # whole, not cut at 20 characters
+    assert offered[3]["a"] == ["none"]
+    assert [a["data"] for a in quick_reply_actions(message)] == [row["action"]["data"] for row in rows]
+    line_api.reset()
+    ask(client, unsure_worker, line_event(kind="postback", user="Urows", data=rows[0]["action"]["data"]))
+    assert line_api.sent()[0].body["messages"][0]["text"].startswith(nlu.faq.get(offered[0]["faq"][0]).text(lang).answer)
 
 
 def test_a_number_typed_back_to_a_did_you_mean_list_picks_that_choice(client, unsure_worker, line_api, nlu):
@@ -165,7 +190,7 @@ def test_a_thumbs_down_offers_the_entries_ranked_next_and_one_tap_answers(client
     runners_up = worker.states.load("line", "Utapper").next_choices
     assert len(runners_up) == 2 and "visitor-register" not in runners_up
     offer = tap(client, worker, line_api, quick_reply_actions(message)[1])  # 👎
-    assert offer["text"].startswith("Thank you for telling us. Did you perhaps mean one of these?")
+    assert text_of(offer).startswith("Thank you for telling us. Did you perhaps mean one of these?")
     actions = quick_reply_actions(offer)
     assert [parse_qs(a["data"])["faq"] for a in actions[:2]] == [[i] for i in runners_up] and len(actions) == 3
     answer = tap(client, worker, line_api, actions[0])
@@ -178,7 +203,7 @@ def test_none_of_these_offers_the_next_three_once_then_counts_a_miss(client, uns
     ask(client, unsure_worker, line_event(text="How do I register my shop's QR code?", user="Utapper"))
     first = quick_reply_actions(line_api.sent()[0].body["messages"][0])
     more = tap(client, unsure_worker, line_api, first[-1])  # "None of these"
-    assert more["text"].startswith("Then is it one of these?")
+    assert text_of(more).startswith("Then is it one of these?")
     second = quick_reply_actions(more)
     ranked = [c.faq_id for c in nlu.answer("How do I register my shop's QR code?").candidates]
     assert [parse_qs(a["data"])["faq"][0] for a in second[:-1]] == ranked[3:6]
@@ -241,8 +266,8 @@ def test_a_question_nearer_another_departments_than_any_entry_gets_where_to_ask_
                                                     nlu.embedder, outside=outside))
     ask(client, worker, line_event(text="Where do I renew my passport?", user="Upassport"))
     message = line_api.sent()[0].body["messages"][0]
-    assert message["text"].startswith("This account answers questions about the city's QR tracing system")
-    assert "did you mean one of these?" in message["text"] and len(quick_reply_actions(message)) == 4
+    assert text_of(message).startswith("This account answers questions about the city's QR tracing system")
+    assert "did you mean one of these?" in text_of(message) and len(quick_reply_actions(message)) == 4
 
 
 def test_follow_greets_in_both_languages_with_three_example_questions(client, worker, line_api):

@@ -8,6 +8,7 @@ from werkzeug.serving import make_server
 
 from bot.app import create_app
 from bot.worker import build_worker_services
+from tests.conftest import same_policies
 
 
 @pytest.fixture
@@ -117,3 +118,14 @@ def test_the_local_launcher_takes_its_worker_web_process_and_redis_down_on_sigte
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     with pytest.raises(redis_client.ConnectionError):
         redis_client.Redis(unix_socket_path=socket_path).ping()
+
+
+def test_the_chat_page_gets_a_did_you_mean_as_rows_to_tap_as_line_shows_them(local_bot, nlu, monkeypatch):
+    monkeypatch.setattr(nlu, "policies", same_policies(answer=2.0, margin=0.0, clarify=0.0))  # always unsure
+    url, run_worker = local_bot
+    messages = chat(url, run_worker, "Ulocalrows", type="message", text="How do I register my shop's QR code?")
+    last = messages[-1]
+    assert last["text"].startswith("Did you mean") and "1." not in last["text"]  # the lead; the rows list them
+    assert [row["label"][:3] for row in last["rows"]] == ["1. ", "2. ", "3. ", "Non"]
+    assert all(row["shown"] == row["label"][3:] for row in last["rows"][:3])  # tapped: the question, whole
+    assert [b["postback"] for b in last["buttons"]] == [row["postback"] for row in last["rows"]]

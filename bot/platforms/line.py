@@ -16,6 +16,11 @@ from linebot.v3.messaging import (
     ApiClient,
     ApiException,
     Configuration,
+    FlexBox,
+    FlexBubble,
+    FlexMessage,
+    FlexSeparator,
+    FlexText,
     MessageAction,
     MessagingApi,
     PostbackAction,
@@ -27,8 +32,8 @@ from linebot.v3.messaging import (
     TextMessage,
 )
 
-from bot.messages import (FOLLOW, POSTBACK, TEXT, UNFOLLOW, UNSUPPORTED, Incoming, Reply, SendError, decode_json,
-                          decode_postback, value_at)
+from bot.messages import (FOLLOW, POSTBACK, TEXT, UNFOLLOW, UNSUPPORTED, Choice, Incoming, Reply, SendError,
+                          decode_json, decode_postback, value_at)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,8 @@ PLATFORM = "line"
 _DUMMY_REPLY_TOKENS = {"0" * 32, "f" * 32}
 _HANDLED = {"message", "postback", "follow", "unfollow"}
 _RETRY_KEY_NAMESPACE = uuid.UUID("8c4f3a52-7d0e-4a8e-9a43-1f6b0c2d9e17")
-_LABEL_MAX, _TEXT_MAX, _QUICK_REPLY_MAX = 20, 5000, 13
+_LABEL_MAX, _TEXT_MAX, _QUICK_REPLY_MAX, _ALT_TEXT_MAX = 20, 5000, 13, 1500
+_ROW_COLOUR = "#1a5fb4"  # a link's blue: the rows are to be tapped
 
 
 def label(text: str) -> str:
@@ -165,16 +171,29 @@ class LineAdapter:
             log.warning("loading animation failed for event %s: %s", incoming.event_id, error)
 
     @staticmethod
-    def _message(reply: Reply) -> TextMessage:
-        items = [
-            QuickReplyItem(
-                action=PostbackAction(label=label(choice.label), data=choice.data, display_text=choice.text or None)
-                if choice.data
-                else MessageAction(label=label(choice.label), text=choice.text)
-            )
-            for choice in reply.choices[:_QUICK_REPLY_MAX]
-        ]
-        return TextMessage(text=reply.text[:_TEXT_MAX], quick_reply=QuickReply(items=items) if items else None)
+    def _message(reply: Reply) -> TextMessage | FlexMessage:
+        items = [QuickReplyItem(action=_action(choice)) for choice in reply.choices[:_QUICK_REPLY_MAX]]
+        quick_reply = QuickReply(items=items) if items else None
+        if reply.lead:
+            return FlexMessage(alt_text=reply.text[:_ALT_TEXT_MAX], contents=_rows(reply), quick_reply=quick_reply)
+        return TextMessage(text=reply.text[:_TEXT_MAX], quick_reply=quick_reply)
+
+
+def _action(choice: Choice) -> PostbackAction | MessageAction:
+    if choice.data:
+        return PostbackAction(label=label(choice.label), data=choice.data, display_text=choice.text or None)
+    return MessageAction(label=label(choice.label), text=choice.text)
+
+
+def _rows(reply: Reply) -> FlexBubble:
+    """The lead, then each choice whole on a row of its own that answers a tap (a quick reply's label is cut at
+    20 characters: "1. How do I registe…"); the alt text, the reply in plain words, is what notifications show."""
+    rows = [FlexText(text=reply.lead, wrap=True, weight="bold", size="sm")]
+    for choice in reply.choices:
+        rows.append(FlexSeparator(margin="md"))
+        rows.append(FlexBox(layout="vertical", action=_action(choice), paddingTop="8px", paddingBottom="4px",
+                            contents=[FlexText(text=choice.label, wrap=True, size="sm", color=_ROW_COLOUR)]))
+    return FlexBubble(body=FlexBox(layout="vertical", contents=rows))
 
 
 class _ReplyTokenRefused(SendError):
