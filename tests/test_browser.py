@@ -122,3 +122,43 @@ def test_a_page_whose_session_expired_stops_polling_and_asks_to_sign_in_again(se
     page.on("request", lambda request: polls.append(request.url) if "/console/changes" in request.url else None)
     page.wait_for_timeout(3_000)
     assert polls == []
+
+
+def test_a_resident_reads_a_did_you_mean_whole_and_taps_a_row_on_the_local_chat_page(settings, redis, nlu, page,
+                                                                                     monkeypatch):
+    holder = {}
+    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    local = settings.replace(line_api_base_url=f"{url}/local/line-api")
+    holder["app"] = create_app(local, redis=redis)
+    services = build_worker_services(local, redis=redis, nlu=nlu)
+    monkeypatch.setattr(nlu, "policies", same_policies(2.0, 0.0, 0.0))  # unsure of everything: "did you mean…"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def answered(condition):
+        """Run the worker (here, in the main thread, as RQ needs) until the page shows ``condition``."""
+        deadline = time.monotonic() + 15
+        while not condition():
+            assert time.monotonic() < deadline, "the page never showed the answer"
+            drain(services)
+            time.sleep(0.2)
+
+    try:
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone
+        page.goto(url + "/")
+        page.fill("#text", "How do I register my shop's QR code?")
+        page.press("#text", "Enter")
+        rows = page.locator(".bot .bubble .row")
+        answered(lambda: rows.count() == 4)
+        labels = rows.all_inner_texts()
+        assert labels[0].startswith("1. ") and labels[3] == "None of these" and not any(l.endswith("…") for l in labels)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "chat_did_you_mean_rows.png"), full_page=True)
+        question = labels[0][3:]
+        entry = next(e for e in nlu.faq.entries if e.text("en").question == question)
+        rows.nth(0).click()
+        page.wait_for_selector(f".user .bubble >> text={question}")
+        answer = page.locator(".bot .bubble", has_text=entry.text("en").answer[:40])
+        answered(lambda: answer.count() == 1)
+    finally:
+        server.shutdown()
