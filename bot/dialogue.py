@@ -52,6 +52,28 @@ class Dialogue:
         text = say(state.lang, "text_only") if state.lang else both("text_only")
         return Turn(Reply(text), state, decision="unsupported", lang=state.lang)
 
+    def in_words(self, incoming: Incoming) -> str:
+        """What the resident did, as an operator reads it in the console and its exports: the text typed, the
+        entry a tap chose ("Picked: …", "👍 on …"), or the kind of message the bot cannot read ("[sticker]")."""
+        if incoming.kind == TEXT:
+            return incoming.text
+        if incoming.kind != POSTBACK:
+            return f"[{incoming.detail.rsplit('/', 1)[-1]}]"
+        data = incoming.data
+        entry = self.nlu.faq.get(data.get("faq", ""))
+        lang = data.get("lang") if data.get("lang") in (entry.texts if entry else ()) else "ja"
+        question = entry.text(lang).question if entry else data.get("faq", "")
+        action = data.get("a")
+        if action == "select":
+            return f"Picked: {question}"
+        if action == "feedback":
+            return f"{'👍' if data.get('v') == 'up' else '👎'} on {question}"
+        if action == "none":
+            return "None of these"
+        if action == "ask":
+            return f"Picked the example: {data.get('text', '')}"
+        return "Tapped: " + ", ".join(f"{key}={value}" for key, value in sorted(data.items()))
+
     def _on_text(self, text: str, state: ConversationState) -> Turn:
         chosen = _chosen_number(text, state.pending)
         if chosen:  # "2" typed back to a "did you mean" list, where buttons are not at hand

@@ -17,7 +17,7 @@ from rq import get_current_job
 
 from bot.convlog import redact
 from bot.dialogue import Turn
-from bot.messages import Choice, Incoming, Reply, SendError
+from bot.messages import POSTBACK, Choice, Incoming, Reply, SendError
 from bot.send_marks import SendMarks
 
 log = logging.getLogger(__name__)
@@ -175,14 +175,14 @@ def _remember_unanswered(services, incoming: Incoming, turn) -> None:
 
 
 def _log_incoming(services, incoming: Incoming, turn) -> None:
-    text = incoming.text or (json.dumps(incoming.data, ensure_ascii=False) if incoming.data else "")
     services.convlog.append(
         incoming.platform,
         incoming.user_id,
         "in",
-        text,
+        services.dialogue.in_words(incoming),
         event_id=incoming.event_id,
         kind=incoming.kind,
+        tap=incoming.data.get("a") if incoming.kind == POSTBACK else None,
         decision=turn.decision,
         faq_id=turn.faq_id,
         score=None if turn.score is None else f"{turn.score:.4f}",

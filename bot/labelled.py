@@ -27,7 +27,10 @@ CHOSEN, CONFIRMED = "chosen", "confirmed"
 
 
 def _postback_action(turn: dict) -> str:
-    """A postback turn's action ("select", "feedback", …): its log text is the postback's data as JSON."""
+    """A postback turn's action ("select", "feedback", …): its ``tap`` field, or in turns logged before
+    2026-12-02, its text, the postback's data as JSON."""
+    if turn.get("tap"):
+        return turn["tap"]
     try:
         data = json.loads(turn.get("text") or "{}")
     except ValueError:

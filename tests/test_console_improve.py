@@ -46,7 +46,7 @@ def test_an_attached_alternate_makes_the_bot_answer_that_phrasing(operator, smal
     monkeypatch.setattr(small_worker.dialogue.nlu, "policies", same_policies(0.999, 0.0, 0.0))  # only near-exact matches answer
     post_events(operator, line_event(text=question, user="Uimprove"))
     small_worker.run()
-    assert line_api.sent()[0].body["messages"][0]["text"].startswith("もしかして")
+    assert line_api.sent()[0].body["messages"][0]["altText"].startswith("もしかして")
 
     page = operator.get("/console/unanswered").get_data(as_text=True)
     assert question in page and "cost-printing" in page

@@ -353,3 +353,14 @@ def test_a_conversations_state_keeps_only_what_differs_from_a_new_one(redis):
         "lang": "ja", "last_answer": "qr-reissue", "last_question": "再発行"}
     assert store.load("line", "Ustate") == ConversationState(lang="ja", last_answer="qr-reissue",
                                                              last_question="再発行")
+
+
+def test_taps_and_stickers_are_logged_in_words_an_operator_reads(client, worker, line_api, nlu):
+    question = nlu.faq.get("visitor-register").text("en").question
+    ask(client, worker, line_event(kind="postback", user="Uwords", data="a=select&faq=visitor-register&lang=en"),
+        line_event(kind="postback", user="Uwords", data="a=feedback&faq=visitor-register&v=up&lang=en"),
+        line_event(kind="postback", user="Uwords", data="a=none&lang=en"),
+        line_event(kind="sticker", user="Uwords"))
+    texts = [t["text"] for t in worker.convlog.conversation("line", "Uwords") if t["direction"] == "in"]
+    assert texts == [f"Picked: {question}", f"👍 on {question}", "None of these", "[sticker]"]
+    assert worker.redis.hget(summary_key("line", "Uwords"), "last_text") == b"[sticker]"
