@@ -12,6 +12,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,6 +146,7 @@ class Settings:
     fallback_phone: str = "0120-000-000"
     fallback_url: str = "https://city.example/qr-tracing/contact"
     # where a question for another department is sent: the city's general contact
+    timezone: str = "Asia/Tokyo"  # IANA name: the console's times and days are the city's
     city_contact_phone: str = "03-0000-0000"
     city_contact_url: str = "https://city.example/contact"
     reply_token_max_age_seconds: int = 50
@@ -245,6 +247,10 @@ class Settings:
         """Refuse combinations that would fail later, at a worse moment."""
         if self.mode not in ("local", "production"):
             raise SettingsError(f"BOT_MODE must be 'local' or 'production', not {self.mode!r}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise SettingsError(f"TIMEZONE must be an IANA time zone such as Asia/Tokyo, not {self.timezone!r}") from None
         for lang in ("ja", "en"):
             answer, _, _, clarify = self.thresholds(lang)
             if not clarify <= answer:

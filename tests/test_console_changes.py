@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 from gunicorn.config import Config
 
+from bot.app import create_app
 from bot.console.conversations import _CHANGES_PER_POLL
 from config.settings import PROJECT_ROOT
-from tests.conftest import line_event, post_events
+from tests.conftest import line_event, post_events, sign_in
 
 
 def test_new_turns_come_after_the_cursor_without_their_text(operator, worker):
@@ -86,3 +87,39 @@ def test_successful_polls_are_not_logged_but_a_signed_out_one_is(access_log):
     assert access_log("GET", "/console/changes?after=1700000000000-0") == ""
     assert '"GET /console/changes HTTP/1.1" 302' in access_log("GET", "/console/changes?after=0", status="302 FOUND")
     assert '"POST /callback HTTP/1.1" 200' in access_log("POST", "/callback")
+
+
+@pytest.mark.parametrize("zone, offset", [("Asia/Tokyo", "+09:00"), ("America/New_York", "-05:00")])
+def test_times_are_shown_filtered_counted_and_exported_in_the_citys_zone(settings, redis, zone, offset):
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from bot.convlog import GLOBAL_STREAM
+
+    # 00:42 UTC on 2 December: 09:42 the same day in Tokyo, 19:42 the day before in New York
+    when = datetime(2026, 12, 2, 0, 42, tzinfo=timezone.utc)
+    ms = int(when.timestamp() * 1000)
+    local = when.astimezone(ZoneInfo(zone))
+    redis.hset("log:summary:line:Uzone", mapping={"last_ts": ms, "last_text": "asked then", "last_decision": "answered"})
+    redis.zadd("log:recent", {"line:Uzone": ms})
+    turn = {"ts": ms, "platform": "line", "user": "Uzone", "direction": "in", "text": "asked then",
+            "decision": "answered", "faq_id": "visitor-register"}
+    redis.xadd(GLOBAL_STREAM, turn, id=f"{ms}-0")  # as the log writes it, at that moment
+    client = create_app(settings.replace(timezone=zone), redis=redis).test_client()
+    sign_in(client)
+    page = client.get(f"/console/conversations?date={local.date()}").get_data(as_text=True)
+    assert local.strftime("%Y-%m-%d %H:%M:%S") in page  # the list's hover time, and the day it is filtered on
+    csv = client.get("/console/conversations.csv").get_data(as_text=True)
+    assert local.isoformat(timespec="seconds") in csv and offset in csv
+    day = local.date()
+    numbers = client.get(f"/console/dashboard.csv?from={day}&to={day}").get_data(as_text=True)
+    assert f"messages {day},1" in numbers.replace("\r", "")
+    before = day - timedelta(days=1) if zone == "Asia/Tokyo" else day + timedelta(days=1)
+    assert f"messages {before},0" in client.get(f"/console/dashboard.csv?from={before}&to={before}").get_data(as_text=True).replace("\r", "")
+
+
+def test_a_timezone_that_does_not_exist_stops_the_boot():
+    from config.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="TIMEZONE"):
+        Settings(mode="local", timezone="Asia/Atlantis").check()

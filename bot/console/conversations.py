@@ -5,11 +5,11 @@ import hashlib
 import re
 import time
 import uuid
-from datetime import datetime
 
 from flask import abort, current_app, g, jsonify, redirect, render_template, request, url_for
 
 from bot.console import bp
+from bot.console.times import clock
 from bot.convlog import GLOBAL_STREAM, summary_key
 
 _SEARCH_DEPTH = 100  # turns per conversation searched for text
@@ -25,14 +25,6 @@ def _services():
 def anonymous_id(platform: str, user_id: str) -> str:
     """A short stable pseudonym: enough to tell residents apart, not to identify them."""
     return hashlib.sha256(f"{platform}:{user_id}".encode()).hexdigest()[:8]
-
-
-@bp.app_template_filter("clock")
-def clock(ms) -> str:
-    """Epoch milliseconds as local date and time for the page."""
-    if not ms:
-        return ""
-    return datetime.fromtimestamp(int(ms) / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _status(row: dict, services) -> str:

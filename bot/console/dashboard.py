@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from datetime import date, datetime, time as clock_time, timedelta
+from datetime import date, timedelta
 
 import numpy as np
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
@@ -12,6 +12,7 @@ from flask import Response, current_app, flash, redirect, render_template, reque
 from bot.console import bp
 from bot.console.conversations import anonymous_id
 from bot.console.improve import faq_in_service
+from bot.console.times import day_bounds_ms, iso, moment, today
 from bot.convlog import GLOBAL_STREAM, decode_entries
 from bot.labelled import labelled_questions, paraphrase_yaml
 
@@ -20,21 +21,17 @@ NEEDED_A_PERSON = {"handoff", "human", "takeover"}
 
 
 def period(args) -> tuple[date, date]:
-    """``from``/``to`` as dates (inclusive); the last 7 days by default."""
-    today = date.today()
-    start = date.fromisoformat(args["from"]) if args.get("from") else today - timedelta(days=6)
-    end = date.fromisoformat(args["to"]) if args.get("to") else today
+    """``from``/``to`` as dates (inclusive) in the city's zone; the last 7 days by default."""
+    last_day = today()
+    start = date.fromisoformat(args["from"]) if args.get("from") else last_day - timedelta(days=6)
+    end = date.fromisoformat(args["to"]) if args.get("to") else last_day
     return start, end
-
-
-def _ms(day: date, end_of_day: bool = False) -> int:
-    moment = datetime.combine(day, clock_time.max if end_of_day else clock_time.min)
-    return int(moment.timestamp() * 1000)
 
 
 def turns_between(redis, start: date, end: date) -> list[dict]:
     """Every turn of every conversation in the period, oldest first."""
-    return decode_entries(redis.xrange(GLOBAL_STREAM, min=_ms(start), max=_ms(end, True)))
+    first_ms, last_ms = day_bounds_ms(start, end)
+    return decode_entries(redis.xrange(GLOBAL_STREAM, min=first_ms, max=last_ms))
 
 
 def numbers(redis, start: date, end: date) -> dict:
@@ -47,7 +44,7 @@ def numbers(redis, start: date, end: date) -> dict:
     waits = [int(t["latency_ms"]) for t in turns if t["direction"] == "out" and not t.get("operator")
              and t.get("latency_ms", "").isdigit()]
     feedback = Counter(t["decision"] for t in turns if t.get("decision", "").startswith("feedback-"))
-    per_day = Counter(datetime.fromtimestamp(int(t["ts"]) / 1000).date().isoformat() for t in questions)
+    per_day = Counter(moment(t["ts"]).date().isoformat() for t in questions)
     share = (lambda n: n / len(questions)) if questions else (lambda n: 0.0)
     return {
         "conversations": len(conversations),
@@ -98,7 +95,7 @@ def conversations_csv():
     for row in current_app.extensions["bot"].convlog.summaries(count=10_000):
         rows.append([anonymous_id(row["platform"], row["user"]), row["platform"], row.get("last_lang", ""),
                      row.get("last_text", ""), row.get("last_decision", ""), row.get("feedback", ""),
-                     datetime.fromtimestamp(int(row["last_ts"]) / 1000).isoformat(timespec="seconds")])
+                     iso(row["last_ts"])])
     return _csv(rows, "faqbot-conversations.csv")
 
 
