@@ -14,7 +14,7 @@ from bot.state import ConversationState
 from nlu import ANSWER, CLARIFY, detect_language
 from nlu import HANDOFF as HANDOFF_INTENT
 
-ANSWERED, CLARIFIED, FALLBACK, HANDOFF = "answered", "clarified", "fallback", "handoff"
+ANSWERED, CLARIFIED, FALLBACK, HANDOFF, WAITING = "answered", "clarified", "fallback", "handoff", "waiting"
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ class Dialogue:
             return Turn(None, None, decision="unfollowed")
         text = say(state.lang, "text_only") if state.lang else both("text_only")
         return Turn(Reply(text), state, decision="unsupported", lang=state.lang)
+
+    def while_staff_answer(self, incoming: Incoming, state: ConversationState) -> Turn:
+        """An operator has taken the conversation over: the bot stays silent, the turn keeps its language."""
+        lang = detect_language(incoming.text) if incoming.text else state.lang
+        return Turn(None, state, decision="human", lang=lang)
 
     def in_words(self, incoming: Incoming) -> str:
         """What the resident did, as an operator reads it in the console and its exports: the text typed, the
@@ -90,6 +95,9 @@ class Dialogue:
         if decision.intent:
             return self._on_intent(decision.intent, lang, replace(state, lang=lang), details)
         state = replace(state, lang=lang, pending=[], next_choices=[], last_question=text)
+        if state.handoff and decision.kind != ANSWER:
+            # waiting for staff: what the bot is sure of it answers; the rest staff will, as it promised
+            return Turn(Reply(say(lang, "waiting", **self.contact)), state, WAITING, lang=lang, **details)
         count = self.nlu.policies[lang].clarify_count
         offered = [c.faq_id for c in decision.candidates[:count]]
         if decision.kind == ANSWER:

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from rq import get_current_job
 
 from bot.convlog import redact
-from bot.dialogue import Turn
 from bot.messages import POSTBACK, Choice, Incoming, Reply, SendError
 from bot.send_marks import SendMarks
 
@@ -143,7 +142,7 @@ def _decide_once(services, incoming: Incoming) -> Reply | None:
     services.handover.remember_address(incoming.platform, incoming.user_id, incoming.address)
     state = services.states.load(incoming.platform, incoming.user_id)
     if services.handover.operator_of(incoming.platform, incoming.user_id):
-        turn = Turn(None, state, decision="human")  # staff answer this conversation; the bot stays silent
+        turn = services.dialogue.while_staff_answer(incoming, state)
     else:
         turn = services.dialogue.handle(incoming, state)
     _log_incoming(services, incoming, turn)

@@ -32,6 +32,10 @@ TEXTS = {
             "受付時間内（平日9時〜18時）にこのトークで職員からお返事します。\n"
             "お急ぎの方はコールセンター（{phone}）へお電話ください。"
         ),
+        "waiting": (
+            "職員からのお返事をお待ちください。受付時間内（平日9時〜18時）にこのトークでお返事します。"
+            "お急ぎの方はコールセンター（{phone}）へお電話ください。"
+        ),
         "thanks_up": "ありがとうございます！ほかにもご質問があればどうぞ。",
         "thanks_down": (
             "ご意見ありがとうございます。回答の改善に役立てます。"
@@ -64,6 +68,10 @@ TEXTS = {
         "handoff": (
             "Sorry I couldn't help. I have passed your question to a member of staff, "
             "who will reply in this chat during office hours (weekdays 9:00–18:00).\n"
+            "If it is urgent, please call {phone}."
+        ),
+        "waiting": (
+            "A member of staff will reply in this chat during office hours (weekdays 9:00–18:00). "
             "If it is urgent, please call {phone}."
         ),
         "thanks_up": "Thank you! Ask me anything else about the QR tracing system.",

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from rq import SimpleWorker
 
+from bot.app import create_app
 from bot.console.improve import group
 from bot.unanswered import pack, unpack
 from bot.worker import build_worker_services, reload_faq
 from config.settings import PROJECT_ROOT
 from nlu import Nlu, policies_from
 from bot.faq_overlay import FaqOverlay
-from tests.conftest import form, line_event, post_events, same_policies
+from tests.conftest import form, line_event, post_events, same_policies, sign_in
 
 
 def item(item_id, text, vector, lang="ja"):
@@ -155,3 +156,32 @@ def test_the_queue_names_its_suggestions_by_the_faq_in_service(operator, worker,
     worker.unanswered.add("line", "U1", "登録のことで", "ja", "clarify", ["visitor-register", "gone-entry"], [1.0] * 384)
     page = operator.get("/console/unanswered").get_data(as_text=True)
     assert f"visitor-register — {question}" in page and "gone-entry — (not in the FAQ now)" in page
+
+
+def test_while_the_faq_files_are_broken_every_page_says_so_and_attaching_still_works(settings, redis, tmp_path,
+                                                                                   small_worker):
+    for name in ("costs.yaml", "qr_code.yaml"):
+        shutil.copy(PROJECT_ROOT / "faq_data" / name, tmp_path)
+    client = create_app(settings.replace(faq_dir=str(tmp_path)), redis=redis).test_client()
+    sign_in(client)
+    assert "The FAQ files are broken" not in client.get("/console/unanswered").get_data(as_text=True)
+    broken = (tmp_path / "costs.yaml").read_text(encoding="utf-8").replace("category:", "kategorie:", 1)
+    (tmp_path / "costs.yaml").write_text(broken, encoding="utf-8")
+    for path in ("/console/conversations", "/console/waiting", "/console/unanswered", "/console/dashboard"):
+        page = client.get(path).get_data(as_text=True)
+        assert "The FAQ files are broken</b>: costs.yaml: entry" in page and "field kategorie: unknown field" in page
+    item = small_worker.unanswered.add("line", "U1", "ポスター代は？", "ja", "clarify", ["cost-printing"], [1.0] * 384)
+    done = client.post("/console/unanswered/attach", data=form(client, item=item, faq_id="cost-printing"),
+                       follow_redirects=True).get_data(as_text=True)
+    assert "Added 1 phrasing(s) to cost-printing" in done
+    assert small_worker.overlay.snapshot()[1] == {("cost-printing", "ja"): ["ポスター代は？"]}
+
+
+def test_attaching_before_any_good_version_was_read_says_why_it_cannot(settings, redis, tmp_path, worker):
+    (tmp_path / "broken.yaml").write_text("entries: [", encoding="utf-8")
+    client = create_app(settings.replace(faq_dir=str(tmp_path)), redis=redis).test_client()
+    sign_in(client)
+    item = worker.unanswered.add("line", "U1", "ポスター代は？", "ja", "clarify", [], [1.0] * 384)
+    page = client.post("/console/unanswered/attach", data=form(client, item=item, faq_id="cost-printing"),
+                       follow_redirects=True).get_data(as_text=True)
+    assert "attaching waits until they are fixed" in page and "broken.yaml" in page

@@ -10,4 +10,4 @@ from flask import Blueprint
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
 
-from bot.console import auth, conversations, dashboard, improve, times  # noqa: E402,F401  (register the routes)
+from bot.console import auth, conversations, dashboard, faq_files, improve, times  # noqa: E402,F401  (register the routes)

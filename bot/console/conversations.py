@@ -27,16 +27,27 @@ def anonymous_id(platform: str, user_id: str) -> str:
     return hashlib.sha256(f"{platform}:{user_id}".encode()).hexdigest()[:8]
 
 
+def handoff_of(row: dict, services) -> dict:
+    """Where the conversation stands between the bot and staff, one state shown alike in every view:
+    "taken" (an operator answers; the bot is silent), "waiting" (the bot handed it to staff: the resident asked
+    for a person, two misses, or an answer that could not be delivered; the bot answers only what it is sure
+    of meanwhile), or "" (the bot answers).  Hand back and Resolve end both."""
+    operator = services.handover.operator_of(row["platform"], row["user"])
+    if operator:
+        return {"state": "taken", "operator": operator}
+    if row.get("handoff_since"):
+        return {"state": "waiting", "since": int(row["handoff_since"])}
+    return {"state": ""}
+
+
 def _status(row: dict, services) -> str:
-    if services.handover.operator_of(row["platform"], row["user"]):
-        return "human"
-    return row.get("last_decision", "")
+    return "human" if row["handoff"]["state"] == "taken" else row.get("last_decision", "")
 
 
 def _matches(row: dict, args, services) -> bool:
     """The list's filters: needs a human, fallback, negative feedback, language, date, text."""
     wanted = args.get("show", "")
-    if wanted == "human" and not (row.get("handoff_since") or row["status"] == "human"):
+    if wanted == "human" and not row["handoff"]["state"]:
         return False
     if wanted == "fallback" and row.get("last_decision") not in ("fallback", "handoff"):
         return False
@@ -58,6 +69,7 @@ def conversation_rows(args) -> list[dict]:
     rows = []
     for row in services.convlog.summaries():
         row["anon"] = anonymous_id(row["platform"], row["user"])
+        row["handoff"] = handoff_of(row, services)
         row["status"] = _status(row, services)
         if _matches(row, args, services):
             rows.append(row)
@@ -82,23 +94,22 @@ def waiting():
     """Residents who asked for a person and are not being served yet, longest wait first."""
     services = _services()
     now_ms = time.time() * 1000
-    rows = [
-        {**row, "anon": anonymous_id(row["platform"], row["user"]),
-         "waited_min": int((now_ms - int(row["handoff_since"])) / 60000)}
-        for row in services.convlog.summaries()
-        if row.get("handoff_since") and not services.handover.operator_of(row["platform"], row["user"])
-    ]
-    return render_template("console/waiting.html", rows=sorted(rows, key=lambda r: int(r["handoff_since"])))
+    rows = [{**row, "anon": anonymous_id(row["platform"], row["user"]), "handoff": handoff_of(row, services)}
+            for row in services.convlog.summaries()]
+    rows = [row for row in rows if row["handoff"]["state"] == "waiting"]
+    return render_template("console/waiting.html", rows=sorted(rows, key=lambda r: r["handoff"]["since"]))
 
 
 @bp.get("/c/<platform>/<user_id>")
 def transcript(platform: str, user_id: str):
     services = _services()
     turns = services.convlog.conversation(platform, user_id, count=500)
+    summary = {k.decode(): v.decode() for k, v in services.redis.hgetall(summary_key(platform, user_id)).items()}
+    handoff = handoff_of({"platform": platform, "user": user_id, **summary}, services)
     return render_template(
         "console/transcript.html", platform=platform, user_id=user_id, turns=turns,
-        anon=anonymous_id(platform, user_id), operator_in_charge=services.handover.operator_of(platform, user_id),
-        summary={k.decode(): v.decode() for k, v in services.redis.hgetall(summary_key(platform, user_id)).items()},
+        anon=anonymous_id(platform, user_id), handoff=handoff,
+        operator_in_charge=handoff.get("operator"), summary=summary,
     )
 
 
@@ -118,13 +129,25 @@ def take_over(platform: str, user_id: str):
 @bp.post("/c/<platform>/<user_id>/handback")
 def hand_back(platform: str, user_id: str):
     """The bot answers again; the resident no longer waits for a person."""
+    _services().handover.hand_back(platform, user_id)
+    _stop_waiting(platform, user_id)
+    return _noted(platform, user_id, "handback", "handed back to the bot")
+
+
+@bp.post("/c/<platform>/<user_id>/resolve")
+def resolve(platform: str, user_id: str):
+    """The resident no longer waits (staff called back, or the question was settled elsewhere); the bot goes on
+    answering as before."""
+    _stop_waiting(platform, user_id)
+    return _noted(platform, user_id, "resolved", "resolved the request for a person")
+
+
+def _stop_waiting(platform: str, user_id: str) -> None:
     services = _services()
-    services.handover.hand_back(platform, user_id)
     state = services.states.load(platform, user_id)
     state.handoff, state.misses = False, 0
     services.states.save(platform, user_id, state)
     services.redis.hdel(summary_key(platform, user_id), "handoff_since")
-    return _noted(platform, user_id, "handback", "handed back to the bot")
 
 
 @bp.post("/c/<platform>/<user_id>/send")

@@ -6,7 +6,8 @@ from flask import Response, current_app, flash, redirect, render_template, reque
 
 from bot.console import bp
 from bot.unanswered import unpack
-from nlu.faq import FaqError, load_faq, with_alternates
+from bot.console.faq_files import faq_files
+from nlu.faq import with_alternates
 from nlu.faq_patch import patch
 
 SAME_QUESTION = 0.92  # cosine of e5 embeddings above which two questions count as one
@@ -32,15 +33,13 @@ def group(items: list[dict], threshold: float = SAME_QUESTION) -> list[dict]:
 
 
 def _faq():
-    """The FAQ files (not the model) — only to offer and check entry ids."""
-    try:
-        return load_faq(current_app.extensions["bot"].settings.faq_dir)
-    except FaqError:
-        return None
+    """The FAQ files (not the model) — only to offer and check entry ids; their last good version while broken."""
+    return faq_files(current_app.extensions["bot"].settings.faq_dir)[0]
 
 
 def faq_in_service(services):
-    """The FAQ as the worker serves it: the files plus the alternates operators accepted (None: files broken)."""
+    """The FAQ as the worker serves it: the files (their last good version) plus the alternates operators
+    accepted (None: no good version read yet)."""
     faq = _faq()
     return faq and with_alternates(faq, services.overlay.snapshot()[1], faq.signature)
 
@@ -76,13 +75,19 @@ def attach():
     faq, faq_id = _faq(), request.form.get("faq_id", "").strip()
     items = {i["id"]: i for i in services.unanswered.items()}
     chosen = [items[i] for i in request.form.getlist("item") if i in items]
-    if faq is None or faq.get(faq_id) is None or not chosen:
+    if faq is None:
+        flash("The FAQ files are broken and this console has not read a good version of them yet: attaching "
+              "waits until they are fixed (see the banner).")
+        return redirect(url_for("console.unanswered"))
+    if faq.get(faq_id) is None or not chosen:
         flash(f"Pick a question and an existing FAQ entry (got {faq_id!r}).")
         return redirect(url_for("console.unanswered"))
-    for item in chosen:
-        services.overlay.add(faq_id, item["lang"], item["text"])
+    phrasings = {(item["lang"], item["text"]): None for item in chosen}  # a group's copies: one phrasing each
+    for lang, text in phrasings:
+        services.overlay.add(faq_id, lang, text)
     services.unanswered.remove([i["id"] for i in chosen])
-    flash(f"Added {len(chosen)} phrasing(s) to {faq_id}; the bot uses them within a few seconds.")
+    flash(f"Added {len(phrasings)} phrasing(s) to {faq_id} from {len(chosen)} question(s); the bot uses them "
+          "within a few seconds.")
     return redirect(url_for("console.unanswered"))
 
 
@@ -101,8 +106,8 @@ def not_ours():
     chosen = [items[i] for i in request.form.get("ids", "").split(",") if i in items]
     services.overlay.add_outside([item["text"] for item in chosen])
     services.unanswered.remove([item["id"] for item in chosen])
-    flash(f"Marked {len(chosen)} question(s) as not the FAQ's: the bot offers choices, not an answer, to questions "
-          "nearer them than to any entry.")
+    flash(f"Marked {len(chosen)} question(s) as not the FAQ's: to questions nearer them than to any entry, the bot "
+          "says where else to ask, beside its choices, rather than answering.")
     return redirect(url_for("console.unanswered"))
 
 
