@@ -162,3 +162,51 @@ def test_a_resident_reads_a_did_you_mean_whole_and_taps_a_row_on_the_local_chat_
         answered(lambda: answer.count() == 1)
     finally:
         server.shutdown()
+
+
+def test_a_tablet_console_shows_taps_in_words_the_citys_clock_a_broken_faq_and_attaches_whole_groups(
+        settings, redis, nlu, page, tmp_path):
+    from zoneinfo import ZoneInfo
+
+    from datetime import datetime
+
+    faq_dir = tmp_path / "faq"
+    shutil.copytree(PROJECT_ROOT / "faq_data", faq_dir)
+    app = create_app(settings.replace(faq_dir=str(faq_dir)), redis=redis)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, webhook = f"http://127.0.0.1:{server.server_port}", app.test_client()
+    services = build_worker_services(settings, redis=redis, nlu=nlu)
+    try:
+        page.set_viewport_size({"width": 768, "height": 1024})
+        open_console(page, url)
+        question = nlu.faq.get("visitor-register").text("en").question
+        post_events(webhook, line_event(kind="postback", user="Utablet", data="a=feedback&faq=visitor-register&v=up&lang=en"))
+        drain(services)
+        page.wait_for_selector(f"#rows >> text=👍 on {question}", timeout=10_000)  # a tap, in words
+
+        page.click(f"#rows >> text=👍 on {question} >> xpath=ancestor::tr//a")
+        [turn] = [t for t in services.convlog.conversation("line", "Utablet") if t["direction"] == "in"]
+        tokyo = datetime.fromtimestamp(int(turn["ts"]) / 1000, ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S")
+        page.wait_for_selector(f".turn.in .meta >> text={tokyo}")  # the city's clock, not the server's
+
+        for n in range(3):  # one question asked three times: one group of 3
+            services.unanswered.add("line", f"Ugroup{n}", "ポスターは何枚もらえますか", "ja", "clarify",
+                                    ["cost-printing"], [1.0] * 384)
+        (faq_dir / "costs.yaml").write_text("entries: [", encoding="utf-8")  # an edit gone wrong
+        page.click("nav >> text=Unanswered")
+        page.wait_for_selector(".banner >> text=The FAQ files are broken")
+        assert "costs.yaml" in page.inner_text(".banner")
+        page.wait_for_selector("text=3×")
+        for path in ("conversations", "waiting", "unanswered", "dashboard"):  # readable at 768 px: nothing sideways
+            page.goto(f"{url}/console/{path}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 768, path
+        page.screenshot(path=str(ARTIFACTS / "console_768_dashboard.png"), full_page=True)
+        page.goto(f"{url}/console/unanswered")
+        page.select_option("select[name=faq_id]", "cost-printing")
+        page.click("button:has-text('Attach as alternate')")
+        page.wait_for_selector("text=Added 1 phrasing(s) to cost-printing from 3 question(s)")
+        assert services.unanswered.items() == []  # the whole group, not its first copy
+        assert services.overlay.snapshot()[1] == {("cost-printing", "ja"): ["ポスターは何枚もらえますか"]}
+    finally:
+        server.shutdown()

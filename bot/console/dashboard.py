@@ -10,7 +10,7 @@ import numpy as np
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
 
 from bot.console import bp
-from bot.console.conversations import anonymous_id
+from bot.console.conversations import anonymous_id, handoff_of
 from bot.console.improve import faq_in_service
 from bot.console.times import day_bounds_ms, iso, moment, today
 from bot.convlog import GLOBAL_STREAM, decode_entries
@@ -68,9 +68,12 @@ def numbers(redis, start: date, end: date) -> dict:
 @bp.get("/dashboard")
 def dashboard():
     start, end = period(request.args)
-    stats = numbers(current_app.extensions["bot"].redis, start, end)
+    services = current_app.extensions["bot"]
+    stats = numbers(services.redis, start, end)
     peak = max([n for _, n in stats["per_day"]] + [1])
-    return render_template("console/dashboard.html", stats=stats, start=start, end=end, peak=peak)
+    waiting_now = sum(1 for row in services.convlog.summaries() if handoff_of(row, services)["state"] == "waiting")
+    return render_template("console/dashboard.html", stats=stats, start=start, end=end, peak=peak,
+                           waiting_now=waiting_now)
 
 
 def _csv(rows: list[list], filename: str) -> Response:
