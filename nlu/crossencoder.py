@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlu.e5_model import Tokenizer, build_bert, length_batches, mean_pool, pad_rows, read_q4_file
+from nlu.e5_model import build_bert, length_batches, mean_pool, pad_rows, read_q4_file
+from nlu.tokenizer import Tokenizer
 from nlu.weights import CONFIG, WEIGHTS, base_record, load_finetuned, read_config, save_finetuned
 
 PREFIX = "query: "  # both sides are questions, as in the retrieval index

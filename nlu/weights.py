@@ -81,7 +81,7 @@ def load_finetuned(module, directory) -> dict:
 
 
 def exported_weights(path) -> dict:
-    """The weights of an exported model (``nlu.training.export_onnx``) under PyTorch's names, as fp32 arrays."""
+    """The weights of an exported model (``lab.training.export_onnx``) under PyTorch's names, as fp32 arrays."""
     import numpy as np
     import onnx
     from onnx import numpy_helper

@@ -5,8 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from nlu.benchmarks import policy_outcomes
-from nlu.calibrate import Scored, by_language, calibrate, main, outcomes
+from lab.metrics import policy_outcomes
+from lab.calibrate import Scored, by_language, calibrate, main, outcomes
 from nlu.decision import Candidate, Decision, Policy
 
 

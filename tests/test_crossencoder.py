@@ -85,7 +85,7 @@ def mini(untrained):
 def test_the_reranker_keeps_the_rerank_contract(mini, lang, text, expected):
     """Same candidates, re-sorted by retrieval + weight * logit / base_scale, retrieval score kept in parts.
 
-    Ranking quality is measured by ``python -m nlu.training.train --measure`` (README), not asserted here."""
+    Ranking quality is measured by ``python -m lab.training.train --measure`` (README), not asserted here."""
     retriever, reranker = mini
     candidates = retriever.search(text, lang, 4)
     ranked = reranker.rerank(text, candidates, retriever.indexes[lang])
@@ -132,8 +132,8 @@ def test_the_correction_is_in_retrieval_units():
 
 
 def test_the_base_scale_fits_how_much_retrieval_can_be_trusted():
-    from nlu.training.lists import SIZE, RankList
-    from nlu.training.train import fit_base_scale
+    from lab.training.lists import SIZE, RankList
+    from lab.training.train import fit_base_scale
 
     rng = np.random.default_rng(0)
 
@@ -161,7 +161,7 @@ class FakeEmbedder:
 def test_grouped_lists_put_the_gold_first_and_negatives_from_other_groups():
     import random
 
-    from nlu.training.lists import SIZE, grouped_lists
+    from lab.training.lists import SIZE, grouped_lists
 
     texts = [g + "x" * n for g in "abcdefghij" for n in (1, 2, 3)]
     lists = grouped_lists(texts, [t[0] for t in texts], FakeEmbedder(), "clinc", random.Random(0), golds=2)
@@ -175,7 +175,8 @@ def test_grouped_lists_put_the_gold_first_and_negatives_from_other_groups():
 def test_retrieved_lists_hold_what_retrieval_ranks_first_with_the_own_group_first():
     """The re-ranker's lists: the 8 groups nearest the query, each once as its best text, the query's own group
     first; no list where retrieval leaves that group out, and never the query's own text as a candidate."""
-    from nlu.training.lists import SIZE, retrieved_lists
+    from lab.training.lists import SIZE
+    from lab.training.retrieved_lists import retrieved_lists
 
     pool = [g + "x" * n for g in "abcdefghij" for n in (1, 2, 3)]
     groups = [t[0] for t in pool]
@@ -216,7 +217,7 @@ def test_the_nli_head_saves_loads_and_corrects_by_entailment_minus_contradiction
 def test_nli_pairs_take_jsick_train_in_both_languages_and_jnli(tmp_path):
     import json
 
-    from nlu.training.nli import nli_pairs
+    from lab.training.nli import nli_pairs
 
     (tmp_path / "nli").mkdir()
     header = "pair_ID\tdata\tsentence_A_En\tsentence_B_En\tentailment_label_En\tsentence_A_Ja\tsentence_B_Ja\t" \
@@ -236,7 +237,7 @@ def test_adapting_to_a_deployments_faq_runs_logs_and_saves_new_weights(tmp_path,
     console's export): the list objective, the log and the save."""
     import json
 
-    from nlu.training.train import main
+    from lab.training.train import main
 
     monkeypatch.setenv("NLU_CACHE_DIR", str(tmp_path / "cache"))
     model = CrossEncoder()
@@ -259,8 +260,8 @@ def test_adapting_to_a_deployments_faq_runs_logs_and_saves_new_weights(tmp_path,
 
 def test_training_sources_are_named_and_checked(capsys):
     """A typo in --sources stops the command before minutes of list building, naming the known sources."""
-    from nlu.training.lists import LANG, source_names
-    from nlu.training.train import main
+    from lab.training.lists import LANG, source_names
+    from lab.training.train import main
 
     assert source_names("jhu,clinc,jhu") == ["clinc", "jhu"]
     with pytest.raises(SystemExit):

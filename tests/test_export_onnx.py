@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from config.settings import PROJECT_ROOT  # noqa: E402
-from nlu.encoder import TunedEncoder  # noqa: E402
+from lab.training.encoder import TunedEncoder  # noqa: E402
 from nlu.onnx_encoder import ONNX_FILE, OnnxEncoder, shared_parts  # noqa: E402
-from nlu.training.export_onnx import MIN_COSINE, SAMPLE, export  # noqa: E402
+from lab.training.export_onnx import MIN_COSINE, SAMPLE, export  # noqa: E402
 
 FAQ = ["How do I register my QR code?", "What should I do after an alert e-mail?", "Is the service free?",
        "QRコードの登録方法を教えてください", "通知メールが届いたらどうすればいいですか", "ポスターの印刷代はかかりますか"]

@@ -5,7 +5,7 @@ from urllib.parse import parse_qs
 import yaml
 
 from bot.labelled import CHOSEN, CONFIRMED, labelled_questions, paraphrase_yaml
-from nlu.benchmarks import load_demo
+from lab.datasets import load_demo
 from tests.conftest import line_event
 from tests.test_conversation import ask, quick_reply_actions, worker_with_thresholds
 

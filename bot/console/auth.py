@@ -8,7 +8,7 @@ import secrets
 from flask import abort, current_app, g, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash
 
-from bot.console import bp
+from bot.console.blueprint import bp
 
 #: Failed sign-ins allowed per 15 minutes from one client address, and on one operator name from anywhere: one
 #: address's typos lock out only that address, and a guesser spread over many addresses is still held to a few

@@ -8,7 +8,7 @@ import uuid
 
 from flask import abort, current_app, g, jsonify, redirect, render_template, request, url_for
 
-from bot.console import bp
+from bot.console.blueprint import bp
 from bot.console.times import clock
 from bot.convlog import GLOBAL_STREAM, summary_key
 
@@ -93,7 +93,6 @@ def conversations():
 def waiting():
     """Residents who asked for a person and are not being served yet, longest wait first."""
     services = _services()
-    now_ms = time.time() * 1000
     rows = [{**row, "anon": anonymous_id(row["platform"], row["user"]), "handoff": handoff_of(row, services)}
             for row in services.convlog.summaries()]
     rows = [row for row in rows if row["handoff"]["state"] == "waiting"]

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import numpy as np
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
 
-from bot.console import bp
+from bot.console.blueprint import bp
 from bot.console.conversations import anonymous_id, handoff_of
 from bot.console.improve import faq_in_service
 from bot.console.times import day_bounds_ms, iso, moment, today

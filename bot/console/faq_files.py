@@ -6,7 +6,7 @@ import threading
 
 from flask import current_app
 
-from bot.console import bp
+from bot.console.blueprint import bp
 from nlu.faq import Faq, FaqError, load_faq, signature_of
 
 _lock = threading.Lock()

