@@ -92,8 +92,9 @@ class Dialogue:
         decision = self.nlu.answer(text, lang)
         top = decision.top
         details = dict(score=top.score if top else None, nlu_ms=decision.latency_ms)
-        if decision.intent:
-            return self._on_intent(decision.intent, lang, replace(state, lang=lang), details)
+        intent = next((i for i in self.nlu.intents if i.id == decision.intent), None)  # gone if just reloaded
+        if intent:
+            return self._on_intent(intent, lang, replace(state, lang=lang), details)
         state = replace(state, lang=lang, pending=[], next_choices=[], last_question=text)
         if state.handoff and decision.kind != ANSWER:
             # waiting for staff: what the bot is sure of it answers; the rest staff will, as it promised
@@ -112,10 +113,9 @@ class Dialogue:
                         lang=lang, **details)
         return self._miss(state, lang, details, "elsewhere")
 
-    def _on_intent(self, intent_id: str, lang: str, state: ConversationState, details: dict) -> Turn:
+    def _on_intent(self, intent, lang: str, state: ConversationState, details: dict) -> Turn:
         """Asking for a person hands the conversation over at once; a greeting, thanks or goodbye gets its reply
         and leaves the conversation as it was (a "did you mean…" list stays open to a typed number)."""
-        intent = next(i for i in self.nlu.intents if i.id == intent_id)
         reply = Reply(intent.replies[lang].format(**self.contact))
         if intent.action == HANDOFF_INTENT:
             return Turn(reply, replace(state, handoff=True, misses=0), HANDOFF, lang=lang, **details)

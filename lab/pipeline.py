@@ -64,7 +64,7 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
     if benchmark.corpus is None:
         nlu = Nlu(settings.faq_dir, policies_from(settings), cached, reranker=reranker, top_k=settings.nlu_top_k,
                   answer_chars=settings.nlu_answer_chars, staged=staged, outside=outside_questions(settings),
-                  intents=load_intents(settings.intents_dir))
+                  intents_dir=settings.intents_dir)
         first_s = time.perf_counter() - started
         nlu.complete_index()
         entries = len(nlu.faq.entries)

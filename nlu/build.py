@@ -6,7 +6,6 @@ from config.settings import SettingsError
 from nlu.decision import Policy
 from nlu.engine import Nlu
 from nlu.faq import LANGUAGES, read_outside_questions
-from nlu.intents import load_intents
 
 
 def policies_from(settings) -> dict[str, Policy]:
@@ -29,7 +28,7 @@ def build_nlu(settings, overlay=None, staged: bool = False) -> Nlu:
                reranker=build_reranker(settings, encoders[1]), top_k=settings.nlu_top_k, overlay=overlay,
                answer_chars=settings.nlu_answer_chars, max_chars=settings.nlu_max_chars,
                staged=staged and settings.nlu_cache_dir != "off", outside=outside_questions(settings),
-               intents=load_intents(settings.intents_dir))
+               intents_dir=settings.intents_dir)
 
 
 def outside_questions(settings) -> tuple[str, ...]:

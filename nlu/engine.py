@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from nlu.decision import ANSWER, CLARIFY, Decision, Policy, one_per_answer
 from nlu.faq import Faq, FaqError, load_faq, signature_of, with_alternates
+from nlu.intents import load_intents
 from nlu.retrieval import HybridRetriever
 from nlu.text import detect_language
 
@@ -53,12 +54,14 @@ class Nlu:
     """Retrieval, an optional re-ranker, then the decision policy."""
 
     def __init__(self, faq_dir, policies: dict[str, Policy], embedder, reranker=None, top_k: int = 10, overlay=None,
-                 answer_chars: int = 0, staged: bool = False, outside=(), max_chars: int | None = None, intents=()):
+                 answer_chars: int = 0, staged: bool = False, outside=(), max_chars: int | None = None,
+                 intents_dir=None):
         self.faq_dir = faq_dir
         self.max_chars = max_chars  # how much of a text ``answer`` reads (``truncate``; None: all)
         self.outside = tuple(outside)  # questions the FAQ does not answer (``LanguageIndex.outside_score``)
         self.outside_in_service = self.outside  # with those operators marked (the overlay's), as last loaded
-        self.intents = tuple(intents)  # ``nlu.intents``: matched beside the FAQ
+        self.intents_dir = intents_dir  # ``nlu.intents``, matched beside the FAQ and reloaded with it (None: none)
+        self.intents = ()
         self.answer_chars = answer_chars  # how much of each answer the index embeds with its question
         self.overlay = overlay  # () -> (version, {(faq id, lang): [accepted alternates]}, outside questions), or None
         self.policies = policies  # language -> Policy
@@ -138,15 +141,18 @@ class Nlu:
         return HybridRetriever.for_faq(faq, self.embedder, answer_chars, self.outside_in_service, self.intents)
 
     def _signature(self) -> tuple:
-        """The files' state, plus the overlay's version: a change in either means reload."""
+        """The FAQ's and the intents' files, plus the overlay's version: a change in any means reload."""
         version = self.overlay()[0] if self.overlay else 0
-        return (signature_of(self.faq_dir), version)
+        intents = signature_of(self.intents_dir) if self.intents_dir else ()
+        return (signature_of(self.faq_dir), intents, version)
 
     def _load(self) -> Faq:
-        """The FAQ files with the overlay's alternates; also takes the overlay's outside questions."""
+        """The FAQ files with the overlay's alternates, and the intents (both whole, or FaqError); also takes the
+        overlay's outside questions."""
         signature = self._signature()
         _, extra, marked = self.overlay() if self.overlay else (0, {}, ())
         faq = with_alternates(load_faq(self.faq_dir), extra, signature)
+        self.intents = load_intents(self.intents_dir) if self.intents_dir else ()
         self.outside_in_service = self.outside + tuple(text for text in marked if text not in self.outside)
         return faq
 

@@ -88,3 +88,28 @@ def test_a_did_you_mean_list_stays_open_through_thanks(client, worker, line_api,
         lang="en", pending=["visitor-register", "venue-register"]))
     ask(client, worker, line_api, "thanks", "Upending")
     assert worker.states.load("line", "Upending").pending == ["visitor-register", "venue-register"]
+
+
+def test_the_intents_reload_with_the_faq_and_a_broken_file_keeps_the_last_good_ones(tmp_path, nlu):
+    import shutil
+
+    from nlu import Nlu
+    from tests.conftest import same_policies
+
+    faq_dir, intents_dir = tmp_path / "faq", tmp_path / "faq" / "intents"
+    intents_dir.mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "faq_data" / "costs.yaml", faq_dir)
+    (intents_dir / "intents.yaml").write_text(GOOD, encoding="utf-8")
+    policies = {lang: p.__class__(**{**vars(p), "intent_threshold": 0.9}) for lang, p in same_policies(2, 0, 0).items()}
+    small = Nlu(faq_dir, policies, nlu.embedder, intents_dir=intents_dir)
+    assert [i.id for i in small.intents] == ["person"] and small.answer("talk to staff", "en").intent == "person"
+
+    greeting = GOOD.replace("id: person", "id: greeting").replace("action: handoff", "action: reply")
+    (intents_dir / "intents.yaml").write_text(greeting, encoding="utf-8")
+    assert small.reload_if_changed() and [i.id for i in small.intents] == ["greeting"]
+    assert small.answer("talk to staff", "en").intent == "greeting"
+
+    (intents_dir / "intents.yaml").write_text(GOOD.replace("action: handoff", "action: dance"), encoding="utf-8")
+    assert not small.reload_if_changed()
+    assert [i.id for i in small.intents] == ["greeting"]  # the last good ones stay in service
+    assert small.status()["faq_error"].startswith("intents.yaml: entry person: field action")
