@@ -57,6 +57,8 @@ def send_operator_message(platform: str, user_id: str, text: str, operator: str,
     def record(result: str, handoff: bool = False) -> None:
         services.convlog.append(platform, user_id, "out", text, decision="operator", operator=operator,
                                 send_result=result, handoff=1 if handoff else None)
+        if handoff:
+            _wait_for_staff(services, platform, user_id)
 
     if marks.interrupted() and not adapter.pushes_once:
         return _unconfirmed(services, platform, marks, record)
@@ -85,6 +87,8 @@ def process(services, adapter, incoming: Incoming) -> str:
 
     def record(result: str, handoff: bool = False) -> None:
         _log_reply(services, incoming, reply, result, handoff)
+        if handoff:
+            _wait_for_staff(services, incoming.platform, incoming.user_id)
 
     interrupted = marks.interrupted()
     method = adapter.method(incoming, interrupted)
@@ -126,6 +130,15 @@ def _unconfirmed(services, platform: str, marks: SendMarks, record) -> str:
     marks.done("unconfirmed")
     log.warning("%s message unconfirmed: its worker stopped during the send", platform)
     return "unconfirmed"
+
+
+def _wait_for_staff(services, platform: str, user_id: str) -> None:
+    """An answer that did not go out leaves the resident waiting for a person: the bot's state says so too, as
+    the console's Waiting list does (``bot.dialogue``: while waiting it answers only what it is sure of)."""
+    state = services.states.load(platform, user_id)
+    if not state.handoff:
+        state.handoff = True
+        services.states.save(platform, user_id, state)
 
 
 def _retries_left() -> bool:

@@ -77,7 +77,7 @@ def build_services(settings: Settings, redis=None) -> Services:
         redis=redis,
         queue=Queue(settings.queue_name, connection=redis),
         adapters=adapters,
-        states=StateStore(redis, settings.state_ttl_seconds),
+        states=StateStore(redis, settings.state_ttl_seconds, settings.log_retention_days * 86400),
         handover=Handover(redis, settings.log_retention_days * 86400),
         unanswered=Unanswered(redis, settings.log_retention_days),
         overlay=FaqOverlay(redis),

@@ -18,9 +18,13 @@ class ConversationState:
 
 
 class StateStore:
-    def __init__(self, redis, ttl_seconds: int):
+    def __init__(self, redis, ttl_seconds: int, waiting_ttl_seconds: int = 0):
+        """``waiting_ttl_seconds``: how long the state of a conversation waiting for staff lasts (the log's
+        retention, as the console's Waiting list), so the bot does not forget the wait after 30 idle minutes
+        while the console still shows it."""
         self.redis = redis
         self.ttl_seconds = ttl_seconds
+        self.waiting_ttl_seconds = max(waiting_ttl_seconds, ttl_seconds)
 
     @staticmethod
     def key(platform: str, user_id: str) -> str:
@@ -37,7 +41,8 @@ class StateStore:
         """Only what differs from a new conversation's state: most residents' state is a language and an answer."""
         fresh = asdict(ConversationState())
         changed = {k: v for k, v in asdict(state).items() if v != fresh[k]}
-        self.redis.set(self.key(platform, user_id), json.dumps(changed, ensure_ascii=False), ex=self.ttl_seconds)
+        ttl = self.waiting_ttl_seconds if state.handoff else self.ttl_seconds
+        self.redis.set(self.key(platform, user_id), json.dumps(changed, ensure_ascii=False), ex=ttl)
 
     def forget(self, platform: str, user_id: str) -> None:
         self.redis.delete(self.key(platform, user_id))

@@ -52,3 +52,11 @@ def test_resolving_ends_the_wait_without_taking_over(operator, worker, line_api)
     transcript = operator.get("/console/c/line/Uresolve").get_data(as_text=True)
     assert "sato resolved the request for a person" in transcript and "the bot is answering" in transcript
     assert not worker.states.load("line", "Uresolve").handoff
+
+
+def test_a_wait_outlasts_the_idle_expiry_of_the_conversation_state(operator, worker, line_api):
+    ask(operator, worker, line_api, "I want to talk to a person", user="Ulongwait")
+    ttl = worker.redis.ttl(worker.states.key("line", "Ulongwait"))
+    assert ttl > worker.settings.state_ttl_seconds  # kept as long as the console shows the wait
+    operator.post("/console/c/line/Ulongwait/resolve", data=form(operator))
+    assert worker.redis.ttl(worker.states.key("line", "Ulongwait")) <= worker.settings.state_ttl_seconds

@@ -15,7 +15,10 @@ def _out(worker, platform, user):
 
 
 def _waiting(worker, platform, user) -> bool:
-    return b"handoff_since" in worker.redis.hgetall(summary_key(platform, user))
+    """As the console and the bot see it: both say the resident waits for a person."""
+    console = b"handoff_since" in worker.redis.hgetall(summary_key(platform, user))
+    assert console == worker.states.load(platform, user).handoff
+    return console
 
 
 def test_with_four_in_ten_line_calls_failing_each_message_is_answered_once_or_visibly_given_up(client, worker,
