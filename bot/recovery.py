@@ -42,6 +42,30 @@ def requeue_abandoned(queue, beats: dict[str, float], now: float | None = None) 
     return requeued
 
 
+def requeue_stranded(queue, now: float | None = None) -> list[str]:
+    """Put back at the front of the queue the jobs a worker took but never started (it lost Redis, or died,
+    between the two): RQ's own maintenance would fail them as stuck only after minutes.  A live worker starts
+    what it takes within milliseconds, so a job first seen there ``ABANDONED_AFTER_S`` ago is stranded."""
+    now = time.time() if now is None else now
+    taken, connection = queue.intermediate_queue, queue.connection
+    moved = []
+    for job_id in taken.get_job_ids():
+        if job_id in queue.started_job_registry:
+            continue
+        taken.set_first_seen(job_id)  # shared by every worker, in Redis
+        first = taken.get_first_seen(job_id)
+        if first is None or now - first.timestamp() < ABANDONED_AFTER_S:
+            continue
+        if connection.lrem(taken.key, 1, job_id):  # claimed: only one worker moves it
+            connection.delete(taken.get_first_seen_key(job_id))
+            job = queue.fetch_job(job_id)
+            if job is not None:
+                queue.enqueue_job(job, at_front=True)
+                moved.append(job_id)
+                log.warning("job %s was taken from the queue but never started; it is back in the queue", job_id)
+    return moved
+
+
 def _owner(connection, job, execution_id: str) -> str | None:
     """The worker running the job: its execution record says, or the job's own mark once that has expired."""
     try:

@@ -33,7 +33,7 @@ from bot.dialogue import Dialogue
 from bot.health import forget_worker, last_beats, write_heartbeat
 from bot.loading import LoadingAnimations
 from bot.messages import SendError
-from bot.recovery import enqueue_due_retries, requeue_abandoned
+from bot.recovery import enqueue_due_retries, requeue_abandoned, requeue_stranded
 from bot.services import build_services
 from config.settings import Settings, SettingsError
 from nlu import build_nlu
@@ -73,7 +73,7 @@ def report(services, name: str) -> list[str]:
     """One heartbeat: tell /healthz what this worker serves, then rescue dead workers' jobs."""
     write_heartbeat(services.redis, name, services.dialogue.nlu.status(),
                     services.settings.worker_heartbeat_max_age_seconds)
-    return requeue_abandoned(services.queue, last_beats(services.redis))
+    return requeue_abandoned(services.queue, last_beats(services.redis)) + requeue_stranded(services.queue)
 
 
 def _every(seconds: float, action, stop: threading.Event, what: str) -> None:

@@ -6,7 +6,7 @@ from rq import Retry, SimpleWorker
 from rq.job import JobStatus
 
 from bot.health import last_beats
-from bot.recovery import ABANDONED_AFTER_S, enqueue_due_retries, requeue_abandoned
+from bot.recovery import ABANDONED_AFTER_S, enqueue_due_retries, requeue_abandoned, requeue_stranded
 from bot.worker import report
 
 
@@ -48,3 +48,20 @@ def test_a_due_retry_goes_to_the_front_of_the_queue_once(worker):
     assert enqueue_due_retries(worker.queue, time.time() + 31) == [retry.id]
     assert worker.queue.get_job_ids() == [retry.id, waiting.id]
     assert enqueue_due_retries(worker.queue, time.time() + 31) == []
+
+
+def test_a_job_taken_from_the_queue_but_never_started_goes_back_once(worker):
+    job = worker.queue.enqueue("bot.jobs.handle_event", "line", {})
+    taken = worker.queue.intermediate_queue
+    worker.redis.lmove(worker.queue.key, taken.key)  # as a worker's dequeue does, just before it lost Redis
+    now = time.time()
+    assert requeue_stranded(worker.queue, now) == []  # first seen now: a live worker may be starting it
+    assert requeue_stranded(worker.queue, now + ABANDONED_AFTER_S + 1) == [job.id]
+    assert worker.queue.get_job_ids() == [job.id] and taken.get_job_ids() == []
+    assert requeue_stranded(worker.queue, now + 2 * ABANDONED_AFTER_S) == []  # put back once
+
+
+def test_a_job_being_started_is_left_to_its_worker(worker):
+    job = _started_by(worker, "alive")
+    worker.redis.rpush(worker.queue.intermediate_queue.key, job.id)
+    assert requeue_stranded(worker.queue, time.time() + ABANDONED_AFTER_S + 1) == []
