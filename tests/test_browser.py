@@ -198,7 +198,7 @@ def test_a_tablet_console_shows_taps_in_words_the_citys_clock_a_broken_faq_and_a
         page.wait_for_selector(".banner >> text=The FAQ files are broken")
         assert "costs.yaml" in page.inner_text(".banner")
         page.wait_for_selector("text=3×")
-        for path in ("conversations", "waiting", "unanswered", "dashboard"):  # readable at 768 px: nothing sideways
+        for path in ("conversations", "waiting", "unanswered", "dashboard", "c/line/Utablet"):  # at 768 px: nothing sideways
             page.goto(f"{url}/console/{path}")
             assert page.evaluate("document.documentElement.scrollWidth") <= 768, path
         page.screenshot(path=str(ARTIFACTS / "console_768_dashboard.png"), full_page=True)
