@@ -85,10 +85,8 @@ def attach():
     phrasings = {(item["lang"], item["text"]): None for item in chosen}  # a group's copies: one phrasing each
     for lang, text in phrasings:
         services.overlay.add(faq_id, lang, text)
-    services.unanswered.remove([i["id"] for i in chosen])
-    flash(f"Added {len(phrasings)} phrasing(s) to {faq_id} from {len(chosen)} question(s); the bot uses them "
-          "within a few seconds.")
-    return redirect(url_for("console.unanswered"))
+    return _settled(services, chosen, f"Added {len(phrasings)} phrasing(s) to {faq_id} from {len(chosen)} "
+                                      "question(s); the bot uses them within a few seconds.")
 
 
 @bp.post("/unanswered/dismiss")
@@ -105,9 +103,15 @@ def not_ours():
     items = {i["id"]: i for i in services.unanswered.items()}
     chosen = [items[i] for i in request.form.get("ids", "").split(",") if i in items]
     services.overlay.add_outside([item["text"] for item in chosen])
+    return _settled(services, chosen, f"Marked {len(chosen)} question(s) as not the FAQ's: to questions nearer "
+                                      "them than to any entry, the bot says where else to ask, beside its choices, "
+                                      "rather than answering.")
+
+
+def _settled(services, chosen: list[dict], message: str):
+    """The chosen questions leave the queue, and the operator reads what became of them."""
     services.unanswered.remove([item["id"] for item in chosen])
-    flash(f"Marked {len(chosen)} question(s) as not the FAQ's: to questions nearer them than to any entry, the bot "
-          "says where else to ask, beside its choices, rather than answering.")
+    flash(message)
     return redirect(url_for("console.unanswered"))
 
 
