@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,10 @@ def scored(nlu, texts_and_langs) -> list[dict]:
     return rows
 
 
-def taken_at(rows: list[dict], threshold: float) -> list[str]:
-    return [r["intent"] if r["score"] >= threshold and r["score"] > r["best_entry"] else "" for r in rows]
+def taken_at(rows: list[dict], policies: dict, threshold: float) -> list[str]:
+    """What the intents would take with every language's threshold at ``threshold``, by the policy's own rule."""
+    at = {lang: replace(policy, intent_threshold=threshold) for lang, policy in policies.items()}
+    return [r["intent"] if at[r["lang"]].takes_intent(r["best_entry"], r["score"]) else "" for r in rows]
 
 
 def precision_recall(labels: list[str], predicted: list[str]) -> dict:
@@ -71,7 +74,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.nlu_from_env()
     encoders = load_encoders(settings)
-    thresholds = {lang: policy.intent_threshold for lang, policy in policies_from(settings).items()}
+    policies = policies_from(settings)
+    thresholds = {lang: policy.intent_threshold for lang, policy in policies.items()}
 
     eval_set = yaml.safe_load(EVAL.read_text(encoding="utf-8"))
     messages = [(label, text) for label, texts in eval_set.items() for text in texts]
@@ -89,11 +93,11 @@ def main(argv=None) -> None:
     configured = precision_recall(labels, [r["taken"] for r in eval_rows])
     sweep = []
     for threshold in SWEEP:
-        guesses = taken_at(eval_rows, threshold)
+        guesses = taken_at(eval_rows, policies, threshold)
         positives = [g == label for g, label in zip(guesses, labels) if label != "none"]
         sweep.append({"threshold": float(threshold), "recall": float(np.mean(positives)),
                       "near_misses_taken": sum(1 for g, label in zip(guesses, labels) if label == "none" and g),
-                      **{f"{name}_taken": float(np.mean([bool(g) for g in taken_at(rows, threshold)]))
+                      **{f"{name}_taken": float(np.mean([bool(g) for g in taken_at(rows, policies, threshold)]))
                          for name, rows in sets.items()}})
     lowest = next((row["threshold"] for row in sweep
                    if all(row[f"{name}_taken"] <= MOST_TAKEN for name in sets)), None)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from bot.messages import FOLLOW, POSTBACK, TEXT, UNFOLLOW, Choice, Incoming, Reply, encode_postback
 from bot.replies import GREETING, both, say
 from bot.state import ConversationState
-from nlu import ANSWER, CLARIFY, detect_language
+from nlu import ANSWER, CLARIFY, LANGUAGES, detect_language
 from nlu import HANDOFF as HANDOFF_INTENT
 
 ANSWERED, CLARIFIED, FALLBACK, HANDOFF, WAITING = "answered", "clarified", "fallback", "handoff", "waiting"
@@ -66,7 +66,7 @@ class Dialogue:
             return f"[{incoming.detail.rsplit('/', 1)[-1]}]"
         data = incoming.data
         entry = self.nlu.faq.get(data.get("faq", ""))
-        lang = data.get("lang") if data.get("lang") in (entry.texts if entry else ()) else "ja"
+        lang = data.get("lang") if data.get("lang") in LANGUAGES else "ja"
         question = entry.text(lang).question if entry else data.get("faq", "")
         action = data.get("a")
         if action == "select":

@@ -31,6 +31,13 @@ class Handover:
         value = self.redis.get(self._key("human", platform, user_id))
         return value.decode() if value else None
 
+    def operators_of(self, conversations: list[tuple[str, str]]) -> list[str | None]:
+        """``operator_of`` for many (platform, user) at once, in one round trip: the console's lists."""
+        if not conversations:
+            return []
+        values = self.redis.mget([self._key("human", platform, user) for platform, user in conversations])
+        return [value.decode() if value else None for value in values]
+
     def remember_address(self, platform: str, user_id: str, address: dict) -> None:
         """Where the resident last wrote (Slack channel and thread), so staff reply there too."""
         if address:

@@ -89,10 +89,10 @@ class Policy:
     clarify_count: int = 3
     intent_threshold: float = float("inf")  # ``takes_intent``; none by default
 
-    def takes_intent(self, candidates, intent_score: float) -> bool:
-        """A conversational intent takes the message only when its phrasing is near and nearer than any entry's:
-        "thank you for the QR poster, how do I print another?" is a question about posters."""
-        best_entry = candidates[0].score if candidates else float("-inf")
+    def takes_intent(self, best_entry: float, intent_score: float) -> bool:
+        """A conversational intent takes the message only when its phrasing is near and nearer than the best
+        entry (``best_entry``: its score, -inf with none): "thank you for the QR poster, how do I print another?"
+        is a question about posters."""
         return intent_score >= self.intent_threshold and intent_score > best_entry
 
     def decide(self, candidates, outside: float = float("-inf")) -> str:

@@ -35,7 +35,8 @@ def rank_and_decide(retriever, policies: dict, reranker, top_k: int, text: str, 
     outside = index.outside_score(text)
     kind = policies[lang].decide(candidates, outside)
     intent, intent_score = index.intent_match(text)
-    intent = intent if policies[lang].takes_intent(candidates, intent_score) else ""
+    best_entry = candidates[0].score if candidates else float("-inf")
+    intent = intent if policies[lang].takes_intent(best_entry, intent_score) else ""
     latency_ms = (time.perf_counter() - started) * 1000
     return Decision(kind=kind, lang=lang, candidates=tuple(candidates), latency_ms=latency_ms, outside=outside,
                     intent=intent)

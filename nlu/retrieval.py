@@ -168,19 +168,22 @@ class LanguageIndex:
     def outside_score(self, text: str) -> float:
         """The best dense score of an outside question, on the fused score's scale (-inf with none): a question
         nearer one of them than to any entry is about something else."""
-        if not len(self.outside_vectors):
-            return float("-inf")
-        scale, shift = self.score_map
-        return scale * float((self.outside_vectors @ self.query_vector(text)).max()) + shift
+        return self._nearest(self.outside_vectors, text)[1]
+
     def intent_match(self, text: str) -> tuple[str, float]:
         """The intent with the phrasing nearest ``text`` and its score on the fused score's scale ("", -inf with
         none), for the policy to weigh against the best entry's (``Policy.takes_intent``)."""
-        if not len(self.intent_vectors):
-            return "", float("-inf")
-        similarities = self.intent_vectors @ self.query_vector(text)
-        best = int(similarities.argmax())
+        row, score = self._nearest(self.intent_vectors, text)
+        return (self.intent_ids[row] if row is not None else ""), score
+
+    def _nearest(self, vectors: np.ndarray, text: str) -> tuple[int | None, float]:
+        """The row of ``vectors`` nearest ``text`` and its cosine on the fused score's scale (None, -inf: none)."""
+        if not len(vectors):
+            return None, float("-inf")
+        similarities = vectors @ self.query_vector(text)
+        row = int(similarities.argmax())
         scale, shift = self.score_map
-        return self.intent_ids[best], scale * float(similarities[best]) + shift
+        return row, scale * float(similarities[row]) + shift
 
     def scores(self, text: str, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Per entry: the dense score (best question cosine mixed with the answer head's), the BM25 score over the

@@ -27,20 +27,24 @@ def anonymous_id(platform: str, user_id: str) -> str:
     return hashlib.sha256(f"{platform}:{user_id}".encode()).hexdigest()[:8]
 
 
-def handoff_of(row: dict, services) -> dict:
-    """Where the conversation stands between the bot and staff, one state shown alike in every view:
-    "taken" (an operator answers; the bot is silent), "waiting" (the bot handed it to staff: the resident asked
-    for a person, two misses, or an answer that could not be delivered; the bot answers only what it is sure
-    of meanwhile), or "" (the bot answers).  Hand back and Resolve end both."""
-    operator = services.handover.operator_of(row["platform"], row["user"])
-    if operator:
-        return {"state": "taken", "operator": operator}
-    if row.get("handoff_since"):
-        return {"state": "waiting", "since": int(row["handoff_since"])}
-    return {"state": ""}
+def with_handoffs(rows: list[dict], services) -> list[dict]:
+    """Each row (a conversation's summary) with ``handoff``: where the conversation stands between the bot and
+    staff, one state shown alike in every view: "taken" (an operator answers; the bot is silent), "waiting"
+    (the bot handed it to staff: the resident asked for a person, two misses, or an answer that could not be
+    delivered; the bot answers only what it is sure of meanwhile), or "" (the bot answers).  Hand back and
+    Resolve end both."""
+    operators = services.handover.operators_of([(row["platform"], row["user"]) for row in rows])
+    for row, operator in zip(rows, operators):
+        if operator:
+            row["handoff"] = {"state": "taken", "operator": operator}
+        elif row.get("handoff_since"):
+            row["handoff"] = {"state": "waiting", "since": int(row["handoff_since"])}
+        else:
+            row["handoff"] = {"state": ""}
+    return rows
 
 
-def _status(row: dict, services) -> str:
+def _status(row: dict) -> str:
     return "human" if row["handoff"]["state"] == "taken" else row.get("last_decision", "")
 
 
@@ -67,10 +71,9 @@ def _matches(row: dict, args, services) -> bool:
 def conversation_rows(args) -> list[dict]:
     services = _services()
     rows = []
-    for row in services.convlog.summaries():
+    for row in with_handoffs(services.convlog.summaries(), services):
         row["anon"] = anonymous_id(row["platform"], row["user"])
-        row["handoff"] = handoff_of(row, services)
-        row["status"] = _status(row, services)
+        row["status"] = _status(row)
         if _matches(row, args, services):
             rows.append(row)
     return rows
@@ -93,9 +96,8 @@ def conversations():
 def waiting():
     """Residents who asked for a person and are not being served yet, longest wait first."""
     services = _services()
-    rows = [{**row, "anon": anonymous_id(row["platform"], row["user"]), "handoff": handoff_of(row, services)}
-            for row in services.convlog.summaries()]
-    rows = [row for row in rows if row["handoff"]["state"] == "waiting"]
+    rows = [{**row, "anon": anonymous_id(row["platform"], row["user"])}
+            for row in with_handoffs(services.convlog.summaries(), services) if row["handoff"]["state"] == "waiting"]
     return render_template("console/waiting.html", rows=sorted(rows, key=lambda r: r["handoff"]["since"]))
 
 
@@ -104,7 +106,8 @@ def transcript(platform: str, user_id: str):
     services = _services()
     turns = services.convlog.conversation(platform, user_id, count=500)
     summary = {k.decode(): v.decode() for k, v in services.redis.hgetall(summary_key(platform, user_id)).items()}
-    handoff = handoff_of({"platform": platform, "user": user_id, **summary}, services)
+    [row] = with_handoffs([{"platform": platform, "user": user_id, **summary}], services)
+    handoff = row["handoff"]
     return render_template(
         "console/transcript.html", platform=platform, user_id=user_id, turns=turns,
         anon=anonymous_id(platform, user_id), handoff=handoff,

@@ -10,7 +10,7 @@ import numpy as np
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
 
 from bot.console.blueprint import bp
-from bot.console.conversations import anonymous_id, handoff_of
+from bot.console.conversations import anonymous_id, with_handoffs
 from bot.console.improve import faq_in_service
 from bot.console.times import day_bounds_ms, iso, moment, today
 from bot.convlog import GLOBAL_STREAM, decode_entries
@@ -71,7 +71,8 @@ def dashboard():
     services = current_app.extensions["bot"]
     stats = numbers(services.redis, start, end)
     peak = max([n for _, n in stats["per_day"]] + [1])
-    waiting_now = sum(1 for row in services.convlog.summaries() if handoff_of(row, services)["state"] == "waiting")
+    rows = with_handoffs(services.convlog.summaries(), services)
+    waiting_now = sum(row["handoff"]["state"] == "waiting" for row in rows)
     return render_template("console/dashboard.html", stats=stats, start=start, end=end, peak=peak,
                            waiting_now=waiting_now)
 

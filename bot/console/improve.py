@@ -63,9 +63,7 @@ def _suggested_id(suggestion) -> str:
 
 def _question(faq, faq_id: str, lang: str) -> str:
     entry = faq and faq.get(faq_id)
-    if not entry:
-        return "(not in the FAQ now)"
-    return (entry.texts.get(lang) or next(iter(entry.texts.values()))).question
+    return entry.text(lang).question if entry else "(not in the FAQ now)"
 
 
 @bp.post("/unanswered/attach")
