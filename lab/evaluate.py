@@ -33,6 +33,7 @@ from nlu.retrieval import HybridRetriever
 SETS = ("demo", "localgov", "jhu", "clinc-oos")
 LANGUAGE_NAMES = {"ja": "Japanese", "en": "English"}
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+BASELINE_METRICS = ("ndcg@10", "p@1")  # kept per question in the report, for a later run's --baseline
 
 
 def top_ids(ids: list, scores: np.ndarray, k: int = 10) -> list:
@@ -146,8 +147,24 @@ def evaluate(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker
         "queries_s": time.perf_counter() - started,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "precision_coverage": pipeline_curve(benchmark, decisions, oos_decisions),
+        "per_question": {metric: [round(float(v), 4) for v in values] for metric, values in
+                         per_query_metrics(rankings["pipeline"], qrels).items() if metric in BASELINE_METRICS},
         "questions": question_rows(benchmark, decisions, oos_decisions),
     }
+
+
+
+def against_baseline(report: dict, baseline: dict) -> dict:
+    """This run's pipeline against an earlier report of the same set (``--baseline``), question by question: the
+    paired interval that says whether a change gained, and the policy's shares then and now."""
+    if baseline.get("set") != report["set"] or baseline.get("queries") != report["queries"]:
+        raise SystemExit(f"--baseline: that report is of {baseline.get('set')} ({baseline.get('queries')} questions), "
+                         f"not {report['set']} ({report['queries']})")
+    if "per_question" not in baseline:
+        raise SystemExit("--baseline: that report has no per-question metrics (written before they were kept)")
+    new, old = report["per_question"], baseline["per_question"]
+    return {**{metric: paired_gain(np.array(new[metric]), np.array(old[metric])) for metric in BASELINE_METRICS},
+            "policy_before": baseline["policy"]}
 
 
 def benchmarks_from(args, parser, answer_chars: int) -> list[Benchmark]:
@@ -209,6 +226,8 @@ def parse_args(argv=None):
     add_data_options(parser)
     parser.add_argument("--json", type=Path, help="report path (default benchmarks/results/<set>.json)")
     parser.add_argument("--png", type=Path, help="precision–coverage plot (default: next to the JSON)")
+    parser.add_argument("--baseline", type=Path, metavar="JSON",
+                        help="an earlier report of the same set: print this run's paired gain over it")
     args = parser.parse_args(argv)
     return args, parser
 
@@ -227,14 +246,16 @@ def main(argv=None) -> None:
     args, parser = parse_args(argv)
     settings = settings_for(args)
     benchmarks = benchmarks_from(args, parser, settings.nlu_answer_chars)
-    if len(benchmarks) > 1 and (args.json or args.png):
-        parser.error("--json and --png name one file each: give them with a single set")
+    if len(benchmarks) > 1 and (args.json or args.png or args.baseline):
+        parser.error("--json, --png and --baseline name one file each: give them with a single set")
     encoders = load_encoders(settings)
     reranker = build_reranker(settings, encoders[1])
     for benchmark in benchmarks:
         report = {**evaluate(benchmark, settings, encoders, reranker), "answer_chars": settings.nlu_answer_chars,
                   "tuned_encoders": {lang: encoder.directory.name for lang, encoder in sorted(encoders[1].items())},
                   "reranker": reranker_label(settings, reranker), "limit": args.limit}
+        if args.baseline:
+            report["against_baseline"] = against_baseline(report, read_json(args.baseline))
         print_report(report)
         questions = report.pop("questions")
         json_path = args.json or RESULTS / f"{benchmark.name}.json"

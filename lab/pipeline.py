@@ -14,7 +14,7 @@ from lab.datasets import Benchmark
 from nlu import Nlu, build_embedder, load_intents, outside_questions, policies_from
 from nlu.engine import rank_and_decide, warm_up
 from nlu.intents import phrasings_in
-from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
+from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder, sentences_of
 
 
 class ProgressEmbedder:
@@ -76,7 +76,8 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
         first_s = time.perf_counter() - started
         index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads,
                               answers=corpus.answers, outside=outside_questions(settings),
-                              intents=phrasings_in(load_intents(settings.intents_dir), corpus.lang))
+                              intents=phrasings_in(load_intents(settings.intents_dir), corpus.lang),
+                              sentences=sentences_of(corpus.answers, corpus.lang) if settings.nlu_answer_chars else None)
         nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policies_from(settings), reranker, settings.nlu_top_k)
         warm_up(reranker, nlu.retriever)  # as the worker's complete_index does
         entries = len(corpus.ids)

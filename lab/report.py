@@ -27,11 +27,12 @@ def print_report(report: dict) -> None:
         print(f"{row['method']:<10} {row['ndcg@10']:>8.3f} {row['p@1']:>6.3f} {row['recall@3']:>6.3f} "
               f"{row['recall@10']:>6.3f} {row['mrr@10']:>7.3f} {row['latency_ms_p50']:>7.1f} {row['latency_ms_p95']:>7.1f}")
     gain = report["gain"]
-    print(f"pipeline against {gain['against']}, 95 % interval over resampled questions: " + "; ".join(
-        f"{metric} {g['mean']:+.3f} ({g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f}, {g['better']} better, "
-        f"{g['worse']} worse)" for metric, g in gain.items() if metric != "against"))
-    shares = (f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in report["policy"].items())
-    print("\npolicy: " + ", ".join(shares))
+    print(f"pipeline against {gain['against']}, 95 % interval over resampled questions: " + _gains(gain))
+    if baseline := report.get("against_baseline"):
+        print("pipeline against --baseline, 95 % interval over resampled questions: " + _gains(baseline))
+    print("\npolicy: " + _shares(report["policy"]))
+    if baseline:
+        print("policy in --baseline: " + _shares(baseline["policy_before"]))
     taken = report["taken_by_intent"]
     print(f"taken by a conversational intent (nlu.intents) instead of the FAQ: questions {taken['questions']:.3f}, "
           f"out-of-scope {taken['out_of_scope']:.3f}")
@@ -49,6 +50,16 @@ def print_report(report: dict) -> None:
           + f", {report['index_texts_embedded']} texts embedded, the rest from the cache; "
           f"queries {report['queries_s']:.1f} s, "
           f"peak RSS {report['peak_rss_mb']:.0f} MB\n")
+
+
+def _gains(gains: dict) -> str:
+    """Each metric's paired gain (``lab.metrics.paired_gain``) on one line."""
+    return "; ".join(f"{metric} {g['mean']:+.3f} ({g['ci95'][0]:+.3f} to {g['ci95'][1]:+.3f}, {g['better']} better, "
+                     f"{g['worse']} worse)" for metric, g in gains.items() if isinstance(g, dict) and "ci95" in g)
+
+
+def _shares(policy: dict) -> str:
+    return ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in policy.items())
 
 
 def plot_curve(report: dict, path: Path) -> None:

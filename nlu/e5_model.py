@@ -135,8 +135,8 @@ def _word_lookup(table: Q4Rows):
             super().__init__()
             self.table = table
 
-        def forward(self, ids):
-            return torch.from_numpy(self.table.take(ids.numpy()))
+        def forward(self, ids):  # the table stays in host memory; rows go to the GPU when training runs there
+            return torch.from_numpy(self.table.take(ids.cpu().numpy())).to(ids.device)
 
     return WordLookup()
 

@@ -70,3 +70,25 @@ def terms(text: str, lang: str) -> list[str]:
     if lang == "ja":
         return _japanese_terms(text)
     return _english_terms(text)
+
+
+SENTENCE_CHARS = 80  # a sentence is cut here: what a resident asks about is in its first words
+_SENTENCE_END = re.compile(r"(?<=[。．？！?!])|(?<=[.?!])\s")
+_NOT_PROSE = re.compile(r"[（(]?[０-９0-9]+[．.)）]|[【＜<［\[]")  # list items ("１．…") and headings ("【関連するＦＡＱ】")
+
+
+def answer_sentences(answer: str, count: int) -> list[str]:
+    """Up to ``count`` sentences of an answer that say what it is about: its first sentence, then the next ones
+    that read like prose (not list items, headings or links; 8 characters or more), each cut to
+    ``SENTENCE_CHARS``.  None if the first sentence is shorter than 8 characters.
+
+    Residents ask about any part of an answer, not only what its question says: the Japanese index embeds these
+    beside the question (``retrieval.SENTENCE_WEIGHTS``), and training uses them as questions to the entry."""
+    first, *rest = _SENTENCE_END.split(" ".join(answer.split()).lstrip("■・ "))
+    first = first[:SENTENCE_CHARS].strip()
+    if len(first) < 8:
+        return []
+    rest = [part.strip().lstrip("■・ ")[:SENTENCE_CHARS].strip() for part in rest]
+    rest = [part for part in rest if len(part) >= 8 and not _NOT_PROSE.match(part) and "ＵＲＬ" not in part
+            and "http" not in part]
+    return [first, *rest[: count - 1]]

@@ -33,7 +33,8 @@ def encoder():
 
 
 def test_a_few_steps_lower_the_contrastive_loss(encoder):
-    args = Namespace(steps=6, batch_size=4, lr=1e-4, warmup=1, temperature=0.05, max_length=32)
+    args = Namespace(steps=6, batch_size=4, lr=1e-4, warmup=1, temperature=0.05, max_length=32, device="cpu",
+                     resume=False, minutes=None, checkpoint_every=100)
     with torch.no_grad():
         before = contrastive_loss(encoder, LISTS, args.temperature, args.max_length).item()
     tune(encoder, LISTS, args, log=lambda record: None)
@@ -41,6 +42,58 @@ def test_a_few_steps_lower_the_contrastive_loss(encoder):
         after = contrastive_loss(encoder, LISTS, args.temperature, args.max_length).item()
     assert after < before
     assert gold_first(list_cosines(encoder, LISTS)) == 1.0
+
+
+def _run_args(out, **changes) -> Namespace:
+    """The options ``tune`` and its checkpoints read, for a short run."""
+    options = dict(steps=4, batch_size=2, lr=1e-4, warmup=1, temperature=0.05, max_length=32, device="auto",
+                   resume=False, minutes=None, checkpoint_every=2, out=out, sources="faq-en", adapt=None, lang="ja",
+                   labelled=None, init=None, answer_sentences=3, cap={}, seed=0)
+    return Namespace(**{**options, **changes})
+
+
+def test_a_run_resumed_from_its_checkpoint_ends_with_the_weights_of_one_that_never_stopped(tmp_path):
+    """Training at scale outlasts a session: the checkpoint keeps the optimizer's moments and the random state
+    (dropout), so resuming continues the same run rather than starting a new one from its weights."""
+    from lab.training.checkpoint import CHECKPOINT
+
+    torch.manual_seed(1)
+    whole = TunedEncoder()
+    start = {name: tensor.clone() for name, tensor in whole.bert.state_dict().items()}
+    assert tune(whole, LISTS, _run_args(tmp_path / "whole"), log=lambda record: None)
+    assert (tmp_path / "whole" / CHECKPOINT).exists()  # written at step 2 of 4
+
+    resumed = TunedEncoder()
+    resumed.bert.load_state_dict(start, strict=False)
+    done = tune(resumed, LISTS, _run_args(tmp_path / "whole", resume=True), log=lambda record: None)
+    assert done
+    for name, tensor in whole.bert.state_dict().items():
+        assert torch.allclose(resumed.bert.state_dict()[name], tensor, atol=1e-6), name
+
+
+def test_resuming_with_other_options_or_without_a_checkpoint_is_refused(tmp_path):
+    from lab.training.checkpoint import device_named
+
+    model = TunedEncoder()
+    with pytest.raises(SystemExit, match="no checkpoint.pt"):
+        tune(model, LISTS, _run_args(tmp_path, resume=True), log=lambda record: None)
+    tune(model, LISTS, _run_args(tmp_path, steps=3), log=lambda record: None)  # a checkpoint at step 2
+    with pytest.raises(SystemExit, match="'lr'"):
+        tune(model, LISTS, _run_args(tmp_path, steps=3, lr=5e-5, resume=True), log=lambda record: None)
+    assert device_named("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            device_named("cuda")
+
+
+def test_a_run_out_of_minutes_stops_with_a_checkpoint_and_says_so(tmp_path):
+    from lab.training.checkpoint import CHECKPOINT
+
+    records = []
+    model = TunedEncoder()
+    assert not tune(model, LISTS, _run_args(tmp_path, minutes=1e-9, steps=50), log=records.append)
+    assert (tmp_path / CHECKPOINT).exists() and records[-1]["stopped_at_step"] < 50
+    assert next(model.bert.parameters()).device.type == "cpu"  # back where export and evaluation read it
 
 
 def test_pulling_back_keeps_a_share_of_what_training_changed_and_leaves_the_word_table(encoder):
@@ -221,11 +274,39 @@ def test_residents_labelled_questions_train_against_the_questions_of_the_entries
 
 
 def test_an_answer_gives_its_first_sentences_that_read_like_prose_as_pseudo_queries():
-    from lab.training.lists import answer_queries
+    from nlu.text import answer_sentences
 
     answer = ("■市外から市内に引越ししたときの届出です。■届出期限。１．引っ越しをした日から１４日以内。"
               "【関連するＦＡＱ】転出の届出について。詳しくは［ＵＲＬ］をご覧ください。本人確認書類をお持ちください。")
-    assert answer_queries(answer, 1) == ["市外から市内に引越ししたときの届出です。"]
-    assert answer_queries(answer, 3) == ["市外から市内に引越ししたときの届出です。", "引っ越しをした日から１４日以内。",
+    assert answer_sentences(answer, 1) == ["市外から市内に引越ししたときの届出です。"]
+    assert answer_sentences(answer, 3) == ["市外から市内に引越ししたときの届出です。", "引っ越しをした日から１４日以内。",
                                          "本人確認書類をお持ちください。"]
-    assert answer_queries("はい。登録は無料です。", 3) == []  # no query when the first sentence says too little
+    assert answer_sentences("はい。登録は無料です。", 3) == []  # no query when the first sentence says too little
+
+
+def test_reading_comprehension_questions_become_lists_with_the_answer_sentence_first(tmp_path):
+    """JaQuAD: the gold is the sentence holding the answer, after the article's title; no negative holds the
+    answer or comes from the question's own paragraph, and the same article's other paragraphs come first."""
+    from lab.training.qa_lists import qa_lists
+
+    folder = tmp_path / "qa-ja"
+    folder.mkdir()
+    contexts = {
+        "c0": {"title": "市役所", "text": "市役所は駅の北にあります。開庁時間は午前8時半から午後5時15分までです。"},
+        "c1": {"title": "市役所", "text": "市役所の建物は1970年に建てられました。市役所の食堂は一般の人も使えます。"},
+        **{f"o{i}": {"title": f"別の記事{i}", "text": f"この市役所とは別の建物{i}の話です。建物{i}は午前に開きます。"}
+           for i in range(8)},
+    }
+    (folder / "jaquad-train-contexts.json").write_text(json.dumps(contexts, ensure_ascii=False), encoding="utf-8")
+    questions = [{"id": "q0", "question": "市役所は何時に開きますか", "context": "c0", "answer": "午前8時半"},
+                 {"id": "q1", "question": "どこにありますか", "context": "c0", "answer": "見つからない答え"}]
+    (folder / "jaquad-train-questions.jsonl").write_text(
+        "\n".join(json.dumps(q, ensure_ascii=False) for q in questions), encoding="utf-8")
+    lists = qa_lists(tmp_path)
+    assert len(lists) == 1  # the second question's answer is in no sentence of its paragraph
+    first = lists[0]
+    assert first.query == "市役所は何時に開きますか" and first.source == "qa-ja" and first.group == "c0"
+    assert first.candidates[0] == "市役所 開庁時間は午前8時半から午後5時15分までです。"
+    assert len(first.candidates) == 8 and len(set(first.candidates)) == 8
+    assert not any("午前8時半" in text or "駅の北" in text for text in first.candidates[1:])
+    assert {text.split()[0] for text in first.candidates[1:3]} == {"市役所"}  # its article's other paragraph first

@@ -178,6 +178,7 @@ def test_the_cli_writes_a_report_with_the_agreed_keys_and_a_plot(tiny_faq, tmp_p
     assert report["policy"]["clarified_without_right_next"] <= report["policy"]["clarified_without"]
     assert report["label_ceiling"] == {"p@1": 1.0, "split_texts": 0, "split_questions": 0}  # three distinct questions
     assert report["p@1_labelled_consistently"] == {row["method"]: row["p@1"] for row in report["rows"]}
+    assert set(report["per_question"]) == {"ndcg@10", "p@1"} and len(report["per_question"]["p@1"]) == 3
     assert out.with_suffix(".png").stat().st_size > 0
     with open(tmp_path / "report-questions.csv", encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -203,3 +204,18 @@ def test_the_demo_set_also_asks_other_city_matters_and_general_requests_as_out_o
     assert extra_out_of_scope(DATA_DIR / "missing") == []
     asked, rest = city_questions(DATA_DIR)
     assert asked == japanese and not set(asked) & set(rest) and len(rest) > 1000
+
+
+def test_a_run_is_compared_question_by_question_with_an_earlier_report_of_the_same_set():
+    from lab.evaluate import against_baseline
+
+    before = {"set": "localgov", "queries": 4, "policy": {"answered_correct": 0.25},
+              "per_question": {"ndcg@10": [1.0, 0.0, 0.5, 0.0], "p@1": [1.0, 0.0, 0.0, 0.0]}}
+    now = {**before, "per_question": {"ndcg@10": [1.0, 1.0, 0.5, 0.63], "p@1": [1.0, 1.0, 0.0, 0.0]}}
+    gain = against_baseline(now, before)
+    assert gain["ndcg@10"]["better"] == 2 and gain["ndcg@10"]["worse"] == 0
+    assert gain["p@1"]["mean"] == pytest.approx(0.25) and gain["policy_before"] == before["policy"]
+    with pytest.raises(SystemExit, match="jhu"):
+        against_baseline(now, {**before, "set": "jhu"})
+    with pytest.raises(SystemExit, match="no per-question"):
+        against_baseline(now, {key: value for key, value in before.items() if key != "per_question"})

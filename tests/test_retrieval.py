@@ -223,3 +223,53 @@ def test_an_answer_is_not_given_outright_to_a_question_nearer_one_the_faq_does_n
         assert decision.kind == CLARIFY and decision.outside > decision.top.score
     assert guarded.answer("When is garbage collected", "en").kind == ANSWER
     assert guarded.status()["outside_questions"] == 2 and plain.status()["outside_questions"] == 0
+
+
+def test_a_japanese_entrys_dense_score_moves_toward_its_best_answer_sentence():
+    """Residents ask about what an answer says: the Japanese index embeds the first sentences of each answer and
+    moves an entry's dense score by SENTENCE_WEIGHTS toward the best of them; English embeds none."""
+    from nlu.retrieval import SENTENCE_WEIGHTS, LanguageIndex, sentences_of
+
+    answers = ["転入届は引っ越した日から14日以内に出してください。窓口は市民課です。", "はい。"]
+    said = sentences_of(answers, "ja")
+    assert said == [["転入届は引っ越した日から14日以内に出してください。", "窓口は市民課です。"], []]
+    assert sentences_of(answers, "en") == [[], []]
+    vectors = {"ask": [1.0, 0.0], "q-a": [0.0, 1.0], "q-b": [0.6, 0.8], said[0][0]: [1.0, 0.0], said[0][1]: [0.0, 1.0]}
+
+    class Table:
+        def query(self, texts):
+            if isinstance(texts, str):
+                return np.array(vectors[texts])
+            return np.array([vectors[t] for t in texts]).reshape(-1, 2)
+
+    index = LanguageIndex(["a", "b"], ["a", "b"], [["q-a"], ["q-b"]], "ja", Table(), answers=answers, sentences=said)
+    dense = index.scores("", index.query_vector("ask"))[0]
+    weight = SENTENCE_WEIGHTS["ja"]
+    assert weight > 0
+    assert dense[0] == pytest.approx(0.0 + weight * (1.0 - 0.0))  # its question says nothing; its answer does
+    assert dense[1] == pytest.approx(0.6)  # no sentence: as before
+    staged = LanguageIndex(["a", "b"], ["a", "b"], [["q-a"], ["q-b"]], "ja", Table(), answers=answers)
+    assert staged.scores("", staged.query_vector("ask"))[0][0] == pytest.approx(0.0)
+
+
+def test_a_staged_start_embeds_no_answer_sentences_until_its_full_index(tmp_path):
+    from nlu.faq import load_faq
+    from nlu.retrieval import LanguageIndex
+
+    class Counting:
+        def __init__(self):
+            self.texts = []
+
+        def query(self, texts):
+            texts = [texts] if isinstance(texts, str) else list(texts)
+            self.texts += texts
+            return np.ones((len(texts), 2)) / np.sqrt(2)
+
+    faq = load_faq(PROJECT_ROOT / "faq_data")
+    entry = faq.entries[0].text("ja")
+    staged, full = Counting(), Counting()
+    LanguageIndex.for_faq(faq, "ja", staged, answer_chars=0)
+    index = LanguageIndex.for_faq(faq, "ja", full, answer_chars=100)
+    first_sentence = " ".join(entry.answer.split()).split("。")[0] + "。"
+    assert first_sentence not in staged.texts and first_sentence in full.texts
+    assert len(index.sentence_entry) >= len(faq.entries)

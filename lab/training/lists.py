@@ -16,9 +16,11 @@ cross-entropy over the list, so the model learns to *order* close candidates.
   sentence2; negatives = sentence2 of the 7 pairs whose sentence1 is nearest,
   other images only (captions of one image may be paraphrases).
 * LocalgovFAQ (ja) / JHU-COVID-QA (en) corpora, entries only (never their
-  queries): query = one of the first sentences of an answer (``answer_queries``);
+  queries): query = one of the first sentences of an answer (``nlu.text.answer_sentences``);
   gold = its question; negatives = questions of the nearest entries after
   skipping the 3 nearest (near-duplicates).
+* JaQuAD ``train`` (ja, ``qa_lists``): query = a question; gold = the sentence of its paragraph that holds the
+  answer; negatives = sentences of other paragraphs, of its article first, nearest by BM25.
 * ``adapt_lists``: the same two kinds from one deployment's FAQ alone, plus, when it has them, residents'
   questions labelled by their own choices (``labelled_lists``, exported from the operator console).
 
@@ -36,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +47,14 @@ import numpy as np
 from lab.datasets import load_demo
 from nlu.faq import LANGUAGES, load_faq
 from nlu.retrieval import Fusion
-from nlu.text import terms
+from nlu.text import answer_sentences, terms
 
 SIZE = 8  # gold + 7 negatives
-CAP = {"clinc": 2400, "jsts": 1000, "faq-ja": 700, "faq-en": 700, "localgov": 1500, "jhu": 68}
-LANG = {"clinc": "en", "faq-ja": "ja", "faq-en": "en", "jsts": "ja", "localgov": "ja", "jhu": "en"}
+CAP = {"clinc": 2400, "jsts": 1000, "faq-ja": 700, "faq-en": 700, "localgov": 1500, "jhu": 68, "qa-ja": 3000}
+LANG = {"clinc": "en", "faq-ja": "ja", "faq-en": "en", "jsts": "ja", "localgov": "ja", "jhu": "en", "qa-ja": "ja"}
 RETRIEVED_SOURCES = ("clinc", "faq-en", "faq-ja", "jhu", "localgov")  # ``retrieved_lists``: all but JSTS
-QUERY_CHARS = 80
 ANSWER_SENTENCES = 3  # pseudo-queries per answer (see ``answer_lists``)
+QA_HELD_OUT = 300  # of JaQuAD's ~2,800 held-out lists, scored before and after training (each costs 9 passes)
 
 
 @dataclass(frozen=True)
@@ -182,33 +183,15 @@ def jsts(path: Path, embedder, rng: random.Random, pool: int = 5000) -> list[Ran
     return out
 
 
-SENTENCE_END = re.compile(r"(?<=[。．？！?!])|(?<=[.?!])\s")
-NOT_PROSE = re.compile(r"[（(]?[０-９0-9]+[．.)）]|[【＜<［\[]")  # list items ("１．…") and headings ("【関連するＦＡＱ】")
-
-
-def answer_queries(answer: str, count: int) -> list[str]:
-    """Up to ``count`` pseudo-queries from an answer: its first sentence, then the next sentences that read like
-    prose (not list items, headings or links; 8 characters or more), each cut to ``QUERY_CHARS``.  None if the
-    first sentence is shorter than 8 characters."""
-    first, *rest = SENTENCE_END.split(answer.lstrip("■・ "))
-    first = first[:QUERY_CHARS].strip()
-    if len(first) < 8:
-        return []
-    rest = [part.strip().lstrip("■・ ")[:QUERY_CHARS].strip() for part in rest]
-    rest = [part for part in rest if len(part) >= 8 and not NOT_PROSE.match(part) and "ＵＲＬ" not in part
-            and "http" not in part]
-    return [first, *rest[: count - 1]]
-
-
 def answer_lists(entries: list[tuple[str, str]], embedder, source: str, lang: str,
                  sentences: int = ANSWER_SENTENCES) -> list[RankList]:
-    """Each of an answer's first ``sentences`` sentences (``answer_queries``) -> its question, among questions of
-    similar (not near-duplicate) entries; ``entries``: (question, answer) pairs of one FAQ.
+    """Each of an answer's first ``sentences`` sentences (``nlu.text.answer_sentences``) -> its question, among
+    questions of similar (not near-duplicate) entries; ``entries``: (question, answer) pairs of one FAQ.
 
     Residents ask about any part of an answer, not only what its first sentence says: with three sentences
     instead of one, adapting to the LocalgovFAQ corpus (``--adapt``, 160 steps, ``--keep .5``) gave hybrid
     nDCG@10 / P@1 .666 / .603 instead of .644 / .576 (stock .635 / .579), 2026-11-26."""
-    entries = [(q, answer_queries(a, sentences)) for q, a in entries if q and a]
+    entries = [(q, answer_sentences(a, sentences)) for q, a in entries if q and a]
     entries = [(q, queries) for q, queries in entries if queries]
     if len(entries) < SIZE + 3:  # the gold, 7 negatives and the 3 nearest skipped as near-duplicates
         return []
@@ -298,24 +281,36 @@ def source_names(text: str) -> list[str]:
 
 
 def build_lists(data_dir, faq_dir, embedder, seed: int = 13, sources=tuple(LANG),
-                answer_sentences: int = ANSWER_SENTENCES) -> tuple[list[RankList], list[RankList]]:
-    """(train, held-out) lists of ``sources``, capped per source, shuffled with ``seed``."""
+                answer_sentences: int = ANSWER_SENTENCES, caps: dict | None = None) -> tuple[list[RankList], list[RankList]]:
+    """(train, held-out) lists of ``sources``, capped per source (``CAP``, or ``caps`` where it names one),
+    shuffled with ``seed``.  The QA lists (``qa_lists``) are built only when asked for: the rest are always
+    built, so a choice of sources does not change their order."""
+    from lab.training.qa_lists import qa_lists
+
     data, rng = Path(data_dir), random.Random(seed)
     lists = (clinc(data / "oos/clinc150-dev.json", embedder, rng) + faq_lists(faq_dir, embedder, rng)
              + jsts(data / "nli/jsts-train.json", embedder, rng)
              + corpus_lists(data / "faq/localgov/corpus.json", embedder, "localgov", answer_sentences)
              + corpus_lists(data / "faq/jhu-covid/corpus.json", embedder, "jhu", answer_sentences))
-    return capped_split(lists, rng, sources)
+    train, dev = capped_split(lists, rng, sources, caps)
+    if "qa-ja" in sources:  # apart, so the other sources' lists and order stay what they were without it
+        qa_train, qa_dev = capped_split(qa_lists(data), rng, ["qa-ja"], caps)
+        train = train + qa_train
+        rng.shuffle(train)
+        dev = dev + rng.sample(qa_dev, min(QA_HELD_OUT, len(qa_dev)))
+    return train, dev
 
 
-def capped_split(lists: list[RankList], rng: random.Random, sources) -> tuple[list[RankList], list[RankList]]:
-    """(train, held-out) of ``sources``: held-out groups apart, each source's training lists capped (``CAP``)
-    and shuffled."""
+def capped_split(lists: list[RankList], rng: random.Random, sources,
+                 caps: dict | None = None) -> tuple[list[RankList], list[RankList]]:
+    """(train, held-out) of ``sources``: held-out groups apart, each source's training lists capped (``CAP``,
+    or ``caps`` where it names the source) and shuffled."""
     dev = [lst for lst in lists if held_out(lst)]
     by_source: dict = {}
     for lst in lists:
         if not held_out(lst):
             by_source.setdefault(lst.source, []).append(lst)
-    train = [x for src, xs in sorted(by_source.items()) for x in rng.sample(xs, min(CAP.get(src, len(xs)), len(xs)))]
+    cap = {**CAP, **(caps or {})}
+    train = [x for src, xs in sorted(by_source.items()) for x in rng.sample(xs, min(cap.get(src, len(xs)), len(xs)))]
     rng.shuffle(train)  # before choosing sources, so a choice does not change the order of the rest
     return [x for x in train if x.source in sources], [x for x in dev if x.source in sources]

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from lab.training.lists import (ANSWER_SENTENCES, LANG, RETRIEVED_SOURCES, SIZE, PoolScorer, RankList,
-                                answer_queries, capped_split, clinc_rows, corpus_entries, labelled_rows,
+                                capped_split, clinc_rows, corpus_entries, labelled_rows,
                                 phrasing_rows)
 from nlu.faq import LANGUAGES, load_faq
+from nlu.text import answer_sentences as sentences_of
 from nlu.retrieval import IDENTITY, language_embedder
 
 
@@ -77,7 +78,7 @@ def runtime_lists(data_dir, faq_dir, embedder, seed: int = 13, sources=RETRIEVED
     for source, folder in (("localgov", "localgov"), ("jhu", "jhu-covid")):
         if source in sources:
             entries = [(key, q, a) for key, q, a in corpus_entries(data / "faq" / folder / "corpus.json") if q and a]
-            asked = [(query, key) for key, _, a in entries for query in answer_queries(a, answer_sentences)]
+            asked = [(query, key) for key, _, a in entries for query in sentences_of(a, answer_sentences)]
             pools.append((source, LANG[source], *zip(*asked), [q for _, q, _ in entries], [key for key, _, _ in entries]))
     lists = []
     for source, lang, queries, groups, pool, pool_groups in pools:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_e5
 from lab.datasets import DATA_DIR
+from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, save_checkpoint
 from lab.training.encoder import TunedEncoder, fit_score_map, gold_first, list_cosines
 from lab.training.export_onnx import export
 from nlu.faq import LANGUAGES
@@ -54,12 +56,23 @@ def contrastive_loss(model: TunedEncoder, lists, temperature: float, max_length:
     return torch.nn.functional.cross_entropy(queries @ candidates.T / temperature, torch.arange(len(lists)) * size)
 
 
-def tune(model: TunedEncoder, train, args, log) -> None:
-    """AdamW with a linear warm-up and decay over ``args.steps`` steps of ``args.batch_size`` lists."""
+def tune(model: TunedEncoder, train, args, log) -> bool:
+    """AdamW with a linear warm-up and decay over ``args.steps`` steps of ``args.batch_size`` lists, on
+    ``args.device``; from ``--out``'s checkpoint with ``--resume``.  Stops early, saving a checkpoint, once
+    ``--minutes`` are spent; returns whether all steps were taken.  A checkpoint is also saved every
+    ``--checkpoint-every`` steps, so a killed run loses at most that many."""
+    device = device_named(args.device)
+    model.bert.to(device)
     params = [p for p in model.bert.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    first = load_checkpoint(args.out, model.bert, opt, run_settings(args))["step"] if args.resume else 0
+    started, done = time.monotonic(), True
     model.bert.train()
-    for step in (bar := tqdm(range(args.steps), desc="tune encoder", unit="step")):
+    for step in (bar := tqdm(range(first, args.steps), desc=f"tune encoder ({device})", unit="step",
+                             initial=first, total=args.steps)):
+        if args.minutes and time.monotonic() - started > args.minutes * 60:
+            done = False
+            break
         for group in opt.param_groups:
             group["lr"] = args.lr * min((step + 1) / args.warmup, (args.steps - step) / max(1, args.steps - args.warmup))
         start = step * args.batch_size % len(train)
@@ -71,7 +84,22 @@ def tune(model: TunedEncoder, train, args, log) -> None:
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % 20 == 0:
             log({"step": step + 1, "loss": round(loss.item(), 4)})
-    model.bert.eval()
+        if (step + 1) % args.checkpoint_every == 0 and step + 1 < args.steps:
+            save_checkpoint(args.out, model.bert, opt, {"step": step + 1}, run_settings(args))
+    else:
+        step = args.steps
+    if not done:
+        path = save_checkpoint(args.out, model.bert, opt, {"step": step}, run_settings(args))
+        log({"stopped_at_step": step, "of": args.steps, "checkpoint": str(path)})
+    model.bert.to("cpu").eval()
+    return done
+
+
+def run_settings(args) -> dict:
+    """The options that decide what a run trains on and how: a resumed run must have the same."""
+    names = ("sources", "adapt", "lang", "labelled", "init", "answer_sentences", "cap", "steps", "batch_size", "lr",
+             "warmup", "temperature", "max_length", "seed")
+    return {name: str(getattr(args, name)) for name in names}
 
 
 def pull_back(model: TunedEncoder, start: dict, keep: float) -> None:
@@ -84,6 +112,17 @@ def pull_back(model: TunedEncoder, start: dict, keep: float) -> None:
         for name, tensor in model.bert.state_dict().items():
             if name in start:
                 tensor.mul_(keep).add_(start[name], alpha=1 - keep)
+
+
+def source_caps(text: str) -> dict:
+    """``--cap qa-ja=27000,localgov=800`` as {source: lists}."""
+    caps = {}
+    for item in filter(None, text.split(",")):
+        name, _, count = item.partition("=")
+        if name not in LANG or not count.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r}: expected SOURCE=N with SOURCE one of {', '.join(LANG)}")
+        caps[name] = int(count)
+    return caps
 
 
 def main(argv=None) -> None:
@@ -115,6 +154,13 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--faq-dir", type=Path, default=PROJECT_ROOT / "faq_data")
+    parser.add_argument("--cap", type=source_caps, default={}, metavar="SOURCE=N[,SOURCE=N]",
+                        help="training lists per source instead of lists.CAP's (qa-ja=27000: all of JaQuAD train)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto: the GPU when PyTorch sees one")
+    parser.add_argument("--minutes", type=float, help="stop after this many minutes, saving a checkpoint in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run whose checkpoint --out holds (same options; --minutes may differ)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     args = parser.parse_args(argv)
     if args.labelled and not (args.adapt and args.adapt.is_dir()):
         parser.error("--labelled names entries of a FAQ folder: give that folder with --adapt")
@@ -130,9 +176,10 @@ def main(argv=None) -> None:
                          "11 entries with a first answer sentence of 8 characters or more)")
         languages, args.sources = [args.lang], None  # the log then shows --adapt instead of the unused sources
     else:
-        train, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources, args.answer_sentences)
+        train, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources, args.answer_sentences,
+                                 args.cap)
         languages = sorted({LANG[s] for s in args.sources})
-    if not (args.init and args.init.resolve() == args.out.resolve()):
+    if not args.resume and not (args.init and args.init.resolve() == args.out.resolve()):
         (args.out / "train_log.jsonl").unlink(missing_ok=True)  # new weights replace the folder's: so does the log
     log = logger(args.out / "train_log.jsonl")
     model = TunedEncoder.load(args.init, args.threads) if args.init else TunedEncoder()
@@ -141,7 +188,10 @@ def main(argv=None) -> None:
     log({"start": {k: str(v) for k, v in vars(args).items()}, "train_lists": dict(Counter(l.source for l in train)),
          "held_out_lists": len(dev), "held_out_p@1_before": round(before, 4)})
     start = {name: tensor.clone() for name, tensor in model.bert.state_dict().items()}
-    tune(model, train, args, log)
+    if not tune(model, train, args, log):
+        print(f"stopped after {args.minutes} minutes; the same command with --resume continues from "
+              f"{args.out / CHECKPOINT}")
+        return
     if args.keep != 1.0:
         log({"held_out_p@1_trained": round(gold_first(list_cosines(model, dev)), 4), "keep": args.keep})
         pull_back(model, start, args.keep)
@@ -157,6 +207,7 @@ def main(argv=None) -> None:
         "held_out_lists": len(dev), "held_out_p@1": {"before": round(before, 4), "after": round(after, 4)}})
     log({"held_out_p@1_after": round(after, 4), "score_map": model.config["score_map"]})
     model.save(args.out)
+    (args.out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     lowest = export(args.out, args.threads)  # what the bot runs
     print(f"held-out lists P@1 {before:.3f} -> {after:.3f}; saved {args.out} (PyTorch weights, and model.onnx: "
           f"lowest cosine to them {lowest:.4f})")
