@@ -53,8 +53,8 @@ class CrossEncoder(nn.Module):
         return [self.tokenizer.pair(PREFIX + a, PREFIX + b, self.config["max_length"]) for a, b in pairs]
 
     def collate(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad a batch to its own longest row (dynamic padding)."""
-        return pad_rows(rows, self.tokenizer.pad)
+        """Pad a batch to its own longest row (dynamic padding), on the device the model is on."""
+        return tuple(t.to(self.head.weight.device) for t in pad_rows(rows, self.tokenizer.pad))
 
     @property
     def labels(self) -> int:
@@ -79,7 +79,7 @@ class CrossEncoder(nn.Module):
         self.eval()
         with torch.inference_mode():
             for idx in length_batches([len(r) for r in rows], max_tokens):
-                out[idx] = self.correction(self(*self.collate([rows[i] for i in idx]))).float().numpy()
+                out[idx] = self.correction(self(*self.collate([rows[i] for i in idx]))).float().cpu().numpy()
         self.train(was_training)
         return out
 

@@ -268,3 +268,30 @@ def test_training_sources_are_named_and_checked(capsys):
         main(["--sources", "clinc,clnic", "--measure"])
     err = capsys.readouterr().err
     assert "unknown sources ['clnic']" in err and ", ".join(LANG) in err
+
+
+def test_a_training_session_stopped_early_resumes_where_it_stopped_and_finishes_the_runs_budget(tmp_path, monkeypatch):
+    """Training at scale takes hours on two cores: each session trains for --session-minutes and leaves a
+    checkpoint; --resume continues the same run, whose --minutes count training time over all sessions."""
+    import json
+
+    from lab.training.checkpoint import CHECKPOINT
+    from lab.training.train import main
+
+    monkeypatch.setenv("NLU_CACHE_DIR", str(tmp_path / "cache"))
+    model = CrossEncoder()
+    model.config.update(base_scale=30.0, weight=0.5)
+    model.save(tmp_path / "ce")
+    command = ["--adapt-faq", str(PROJECT_ROOT / "faq_data"), "--out", str(tmp_path / "ce"), "--minutes", "0.25",
+               "--warmup", "1", "--threads", "2", "--device", "cpu"]
+    main([*command, "--session-minutes", "0.001"])  # stops before its second step
+    log = [json.loads(line) for line in (tmp_path / "ce" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["stopped"] == "session" and (tmp_path / "ce" / CHECKPOINT).exists()
+    stopped_at = log[-1]["step"]
+    with pytest.raises(SystemExit, match="'lr'"):  # another run's options would train something else
+        main([*command, "--resume", "--lr", "1e-4"])
+    main([*command, "--resume"])
+    log = [json.loads(line) for line in (tmp_path / "ce" / "train_log.jsonl").read_text().splitlines()]
+    final = next(record for record in log if record.get("final"))
+    assert final["step"] > stopped_at >= 1 and 15 <= final["elapsed_s"] <= 60  # the budget, over both sessions
+    assert not (tmp_path / "ce" / CHECKPOINT).exists()  # a finished run leaves nothing to resume

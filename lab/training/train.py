@@ -36,6 +36,7 @@ from lab.datasets import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
+from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, save_checkpoint
 from lab.training.lists import RETRIEVED_SOURCES, SIZE, source_names
 from lab.training.retrieved_lists import runtime_lists
 from lab.training.nli import nli_pairs
@@ -86,8 +87,10 @@ class ListObjective:
 
     def loss(self, model: CrossEncoder, picked: list[int]) -> torch.Tensor:
         batch = [r for i in picked for r in self.rows[i]]
-        logits = model(*model.collate(batch)).view(len(picked), SIZE) + torch.stack([self.base[i] for i in picked])
-        return torch.nn.functional.cross_entropy(logits, torch.zeros(len(picked), dtype=torch.long))
+        logits = model(*model.collate(batch)).view(len(picked), SIZE)
+        logits = logits + torch.stack([self.base[i] for i in picked]).to(logits.device)
+        return torch.nn.functional.cross_entropy(logits, torch.zeros(len(picked), dtype=torch.long,
+                                                                     device=logits.device))
 
 
 class NliObjective:
@@ -103,27 +106,50 @@ class NliObjective:
 
     def loss(self, model: CrossEncoder, picked: list[int]) -> torch.Tensor:
         logits = model(*model.collate([self.rows[i] for i in picked]))
-        return torch.nn.functional.cross_entropy(logits, self.labels[picked])
+        return torch.nn.functional.cross_entropy(logits, self.labels[picked].to(logits.device))
 
 
-def train(model: CrossEncoder, objective, dev, args, log) -> None:
-    """AdamW on every weight not frozen, ``objective.per_step`` items a step, until the time budget is spent."""
+def train(model: CrossEncoder, objective, dev, args, log) -> bool:
+    """AdamW on every weight not frozen, ``objective.per_step`` items a step, on ``args.device``, until
+    ``--minutes`` of training are spent, counted over every session of the run: ``--resume`` continues from
+    ``--out``'s checkpoint (weights, optimizer, elapsed time and the place in the shuffled order), and
+    ``--session-minutes`` stops this session early with a checkpoint.  Returns whether the budget was spent."""
+    device = device_named(args.device)
+    model.to(device)
     rng = random.Random(args.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     head = set(map(id, model.head.parameters()))
     opt = torch.optim.AdamW([  # the zero-initialised head must grow faster than the pretrained body moves
         {"params": [p for p in params if id(p) not in head], "base_lr": args.lr},
         {"params": list(model.head.parameters()), "base_lr": args.lr * args.head_lr_factor}], weight_decay=0.01)
-    budget, started, step, next_eval = args.minutes * 60, time.time(), 0, args.eval_minutes * 60
-    bar = tqdm(total=int(budget), unit="s", desc="train")
+    progress = {"step": 0, "elapsed_s": 0.0, "order_rng": rng.getstate(), "position": 0}
+    if args.resume:
+        progress = load_checkpoint(args.out, model, opt, run_settings(args))
+        rng.setstate(progress["order_rng"])
+    budget, step, session = args.minutes * 60, progress["step"], time.time()
+    started = session - progress["elapsed_s"]  # so the learning rate decays over the whole run's training time
+    next_eval = (progress["elapsed_s"] // (args.eval_minutes * 60) + 1) * args.eval_minutes * 60
+    position = progress["position"]
+    bar = tqdm(total=int(budget), initial=int(progress["elapsed_s"]), unit="s", desc=f"train ({device})")
+
+    def checkpoint(order_rng, at) -> None:
+        save_checkpoint(args.out, model, opt, {"step": step, "elapsed_s": time.time() - started,
+                                               "order_rng": order_rng, "position": at}, run_settings(args))
+
     model.train()
     while time.time() - started < budget:
+        order_rng = rng.getstate()  # the shuffle below is replayed from it on resume
         order = list(range(len(objective)))
         rng.shuffle(order)
-        for s in range(0, len(order) - objective.per_step + 1, objective.per_step):
+        for s in range(position, len(order) - objective.per_step + 1, objective.per_step):
             elapsed = time.time() - started
             if elapsed >= budget:
                 break
+            if args.session_minutes and time.time() - session >= args.session_minutes * 60:
+                checkpoint(order_rng, s)
+                log({"step": step, "elapsed_s": round(elapsed), "stopped": "session", "checkpoint": CHECKPOINT})
+                bar.close()
+                return False
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * min((step + 1) / args.warmup, max(0.0, 1 - elapsed / budget))
             loss = objective.loss(model, order[s : s + objective.per_step])
@@ -136,13 +162,26 @@ def train(model: CrossEncoder, objective, dev, args, log) -> None:
             bar.set_postfix(loss=f"{loss.item():.3f}", step=step)
             if step % 20 == 0:
                 log({"step": step, "elapsed_s": round(elapsed), "loss": round(loss.item(), 4)})
-            if elapsed >= next_eval and dev:
-                quality = held_out_quality(model, dev)
-                log({"step": step, "elapsed_s": round(elapsed), "held_out": {w: quality[w] for w in (0.0, 1.0)}})
-                model.save(args.out)
+            if elapsed >= next_eval:
+                if dev:
+                    quality = held_out_quality(model, dev)
+                    log({"step": step, "elapsed_s": round(elapsed), "held_out": {w: quality[w] for w in (0.0, 1.0)}})
+                    model.save(args.out)
+                checkpoint(order_rng, s + objective.per_step)
                 next_eval += args.eval_minutes * 60
+        position = 0
     bar.close()
     log({"step": step, "elapsed_s": round(time.time() - started), "final": True})
+    model.to("cpu")
+    (Path(args.out) / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    return True
+
+
+def run_settings(args) -> dict:
+    """The options that decide what a run trains on and how: a resumed run must have the same."""
+    names = ("minutes", "seed", "sources", "objective", "batch_size", "lr", "warmup", "head_lr_factor", "max_length",
+             "frozen_layers", "adapt_faq", "labelled")
+    return {name: str(getattr(args, name)) for name in names}
 
 
 def logger(path: Path):
@@ -203,6 +242,12 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--eval-minutes", type=float, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto: the GPU when PyTorch sees one")
+    parser.add_argument("--session-minutes", type=float,
+                        help="stop this session after this many minutes with a checkpoint in --out (--minutes is the "
+                             "whole run's training time)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run whose checkpoint --out holds (same options)")
     parser.add_argument("--head-lr-factor", type=float, default=20, help="the head's learning rate / --lr")
     parser.add_argument("--max-length", type=int, default=96, help="tokens per (question, phrasing) pair")
     parser.add_argument("--frozen-layers", type=int, default=4, help="bottom e5 layers kept as they are")
@@ -245,7 +290,10 @@ def main(argv=None) -> None:
     log({"start": vars(args) | {k: str(v) for k, v in vars(args).items() if isinstance(v, Path)},
          "train_items": len(objective), "held_out_lists": len(dev), "counts": counts,
          "base_scale": model.config["base_scale"]})
-    train(model, objective, dev, args, log)
+    if not train(model, objective, dev, args, log):
+        print(f"stopped after {args.session_minutes} minutes; the same command with --resume continues from "
+              f"{args.out / CHECKPOINT}")
+        return
     if dev:
         quality = held_out_quality(model, dev)
         model.config["weight"] = choose_weight(quality)
