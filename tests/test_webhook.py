@@ -1,5 +1,4 @@
 """The webhook refuses what it must, answers LINE at once, and queues each event once."""
-import json
 
 import pytest
 
