@@ -113,10 +113,10 @@ class Settings:
     nlu_top_k: int = 10
     # The policy, per language (English and Japanese scores come from different encoders and re-rankers):
     # python -m lab.calibrate --set demo jhu localgov --joint
-    nlu_answer_threshold_ja: float = 0.901
+    nlu_answer_threshold_ja: float = 0.903
     nlu_answer_margin_ja: float = 0.005
     nlu_answer_lead_ja: float = 0.02
-    nlu_clarify_threshold_ja: float = 0.877
+    nlu_clarify_threshold_ja: float = 0.878
     nlu_answer_threshold_en: float = 0.906
     nlu_answer_margin_en: float = 0.02
     nlu_answer_lead_en: float = 0.052
