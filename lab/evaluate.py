@@ -154,14 +154,20 @@ def evaluate(benchmark: Benchmark, settings: Settings, encoders: tuple, reranker
 
 
 
-def against_baseline(report: dict, baseline: dict) -> dict:
-    """This run's pipeline against an earlier report of the same set (``--baseline``), question by question: the
-    paired interval that says whether a change gained, and the policy's shares then and now."""
-    if baseline.get("set") != report["set"] or baseline.get("queries") != report["queries"]:
+def read_baseline(path: Path, benchmark: Benchmark) -> dict:
+    """An earlier report of this set for ``--baseline``, checked before the run, which takes minutes."""
+    baseline = read_json(path)
+    if baseline.get("set") != benchmark.name or baseline.get("queries") != len(benchmark.queries):
         raise SystemExit(f"--baseline: that report is of {baseline.get('set')} ({baseline.get('queries')} questions), "
-                         f"not {report['set']} ({report['queries']})")
+                         f"not {benchmark.name} ({len(benchmark.queries)})")
     if "per_question" not in baseline:
         raise SystemExit("--baseline: that report has no per-question metrics (written before they were kept)")
+    return baseline
+
+
+def against_baseline(report: dict, baseline: dict) -> dict:
+    """This run's pipeline against an earlier report of the same set (``read_baseline``), question by question:
+    the paired interval that says whether a change gained, and the policy's shares then and now."""
     new, old = report["per_question"], baseline["per_question"]
     return {**{metric: paired_gain(np.array(new[metric]), np.array(old[metric])) for metric in BASELINE_METRICS},
             "policy_before": baseline["policy"]}
@@ -248,14 +254,15 @@ def main(argv=None) -> None:
     benchmarks = benchmarks_from(args, parser, settings.nlu_answer_chars)
     if len(benchmarks) > 1 and (args.json or args.png or args.baseline):
         parser.error("--json, --png and --baseline name one file each: give them with a single set")
+    baseline = read_baseline(args.baseline, benchmarks[0]) if args.baseline else None
     encoders = load_encoders(settings)
     reranker = build_reranker(settings, encoders[1])
     for benchmark in benchmarks:
         report = {**evaluate(benchmark, settings, encoders, reranker), "answer_chars": settings.nlu_answer_chars,
                   "tuned_encoders": {lang: encoder.directory.name for lang, encoder in sorted(encoders[1].items())},
                   "reranker": reranker_label(settings, reranker), "limit": args.limit}
-        if args.baseline:
-            report["against_baseline"] = against_baseline(report, read_json(args.baseline))
+        if baseline:
+            report["against_baseline"] = against_baseline(report, baseline)
         print_report(report)
         questions = report.pop("questions")
         json_path = args.json or RESULTS / f"{benchmark.name}.json"

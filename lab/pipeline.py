@@ -77,7 +77,7 @@ def build_pipeline(benchmark: Benchmark, settings: Settings, encoders: tuple, re
         index = LanguageIndex(corpus.ids, corpus.documents, corpus.phrasings, corpus.lang, *encoder, heads=corpus.heads,
                               answers=corpus.answers, outside=outside_questions(settings),
                               intents=phrasings_in(load_intents(settings.intents_dir), corpus.lang),
-                              sentences=sentences_of(corpus.answers, corpus.lang) if settings.nlu_answer_chars else None)
+                              sentences=sentences_of(corpus.answers, corpus.lang, settings.nlu_answer_chars))
         nlu = CorpusPipeline(HybridRetriever({corpus.lang: index}), policies_from(settings), reranker, settings.nlu_top_k)
         warm_up(reranker, nlu.retriever)  # as the worker's complete_index does
         entries = len(corpus.ids)

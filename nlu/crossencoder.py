@@ -54,7 +54,7 @@ class CrossEncoder(nn.Module):
 
     def collate(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad a batch to its own longest row (dynamic padding), on the device the model is on."""
-        return tuple(t.to(self.head.weight.device) for t in pad_rows(rows, self.tokenizer.pad))
+        return tuple(t.to(self.bert.device) for t in pad_rows(rows, self.tokenizer.pad))
 
     @property
     def labels(self) -> int:

@@ -78,9 +78,11 @@ SENTENCE_WEIGHTS = {"ja": 0.1}
 SENTENCES_PER_ANSWER = 3
 
 
-def sentences_of(answers, lang: str) -> list[list[str]]:
+def sentences_of(answers, lang: str, answer_chars: int) -> list[list[str]] | None:
     """The answer sentences ``LanguageIndex`` embeds for ``lang``, one list per answer (empty lists where the
-    language embeds none)."""
+    language embeds none); None while the index leaves answers out (``answer_chars`` 0: a staged start)."""
+    if not answer_chars:
+        return None
     weighted = SENTENCE_WEIGHTS.get(lang, 0.0) > 0
     return [answer_sentences(answer, SENTENCES_PER_ANSWER) if weighted else [] for answer in answers]
 
@@ -182,7 +184,7 @@ class LanguageIndex:
         return cls([e.id for e in faq.entries], documents, [list(t.phrasings) for t in texts], lang,
                    *language_embedder(embedder, lang), heads=heads, answers=answers,
                    outside=outside, intents=phrasings_in(intents, lang),
-                   sentences=sentences_of(answers, lang) if answer_chars else None)
+                   sentences=sentences_of(answers, lang, answer_chars))
 
     def query_vector(self, text: str) -> np.ndarray:
         """The question's vector; the last one is kept, since retrieval and ``outside_score`` both need it."""

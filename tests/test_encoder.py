@@ -34,7 +34,7 @@ def encoder():
 
 def test_a_few_steps_lower_the_contrastive_loss(encoder):
     args = Namespace(steps=6, batch_size=4, lr=1e-4, warmup=1, temperature=0.05, max_length=32, device="cpu",
-                     resume=False, minutes=None, checkpoint_every=100)
+                     resume=False, session_minutes=None, checkpoint_every=100)
     with torch.no_grad():
         before = contrastive_loss(encoder, LISTS, args.temperature, args.max_length).item()
     tune(encoder, LISTS, args, log=lambda record: None)
@@ -47,7 +47,7 @@ def test_a_few_steps_lower_the_contrastive_loss(encoder):
 def _run_args(out, **changes) -> Namespace:
     """The options ``tune`` and its checkpoints read, for a short run."""
     options = dict(steps=4, batch_size=2, lr=1e-4, warmup=1, temperature=0.05, max_length=32, device="auto",
-                   resume=False, minutes=None, checkpoint_every=2, out=out, sources="faq-en", adapt=None, lang="ja",
+                   resume=False, session_minutes=None, checkpoint_every=2, out=out, sources="faq-en", adapt=None, lang="ja",
                    labelled=None, init=None, answer_sentences=3, cap={}, seed=0)
     return Namespace(**{**options, **changes})
 
@@ -91,7 +91,7 @@ def test_a_run_out_of_minutes_stops_with_a_checkpoint_and_says_so(tmp_path):
 
     records = []
     model = TunedEncoder()
-    assert not tune(model, LISTS, _run_args(tmp_path, minutes=1e-9, steps=50), log=records.append)
+    assert not tune(model, LISTS, _run_args(tmp_path, session_minutes=1e-9, steps=50), log=records.append)
     assert (tmp_path / CHECKPOINT).exists() and records[-1]["stopped_at_step"] < 50
     assert next(model.bert.parameters()).device.type == "cpu"  # back where export and evaluation read it
 

@@ -206,8 +206,9 @@ def test_the_demo_set_also_asks_other_city_matters_and_general_requests_as_out_o
     assert asked == japanese and not set(asked) & set(rest) and len(rest) > 1000
 
 
-def test_a_run_is_compared_question_by_question_with_an_earlier_report_of_the_same_set():
-    from lab.evaluate import against_baseline
+def test_a_run_is_compared_question_by_question_with_an_earlier_report_of_the_same_set(tmp_path):
+    from lab.datasets import Benchmark, Query
+    from lab.evaluate import against_baseline, read_baseline
 
     before = {"set": "localgov", "queries": 4, "policy": {"answered_correct": 0.25},
               "per_question": {"ndcg@10": [1.0, 0.0, 0.5, 0.0], "p@1": [1.0, 0.0, 0.0, 0.0]}}
@@ -215,7 +216,13 @@ def test_a_run_is_compared_question_by_question_with_an_earlier_report_of_the_sa
     gain = against_baseline(now, before)
     assert gain["ndcg@10"]["better"] == 2 and gain["ndcg@10"]["worse"] == 0
     assert gain["p@1"]["mean"] == pytest.approx(0.25) and gain["policy_before"] == before["policy"]
-    with pytest.raises(SystemExit, match="jhu"):
-        against_baseline(now, {**before, "set": "jhu"})
-    with pytest.raises(SystemExit, match="no per-question"):
-        against_baseline(now, {key: value for key, value in before.items() if key != "per_question"})
+    benchmark = Benchmark("localgov", [Query(f"q{i}", "ja", {"1": 2}) for i in range(4)], [])
+    path = tmp_path / "before.json"
+    for report, message in ((before, None), ({**before, "set": "jhu"}, "jhu"),
+                            ({k: v for k, v in before.items() if k != "per_question"}, "no per-question")):
+        path.write_text(json.dumps(report))
+        if message is None:
+            assert read_baseline(path, benchmark) == before
+        else:
+            with pytest.raises(SystemExit, match=message):
+                read_baseline(path, benchmark)

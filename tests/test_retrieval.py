@@ -231,9 +231,10 @@ def test_a_japanese_entrys_dense_score_moves_toward_its_best_answer_sentence():
     from nlu.retrieval import SENTENCE_WEIGHTS, LanguageIndex, sentences_of
 
     answers = ["転入届は引っ越した日から14日以内に出してください。窓口は市民課です。", "はい。"]
-    said = sentences_of(answers, "ja")
+    said = sentences_of(answers, "ja", answer_chars=100)
     assert said == [["転入届は引っ越した日から14日以内に出してください。", "窓口は市民課です。"], []]
-    assert sentences_of(answers, "en") == [[], []]
+    assert sentences_of(answers, "en", answer_chars=100) == [[], []]
+    assert sentences_of(answers, "ja", answer_chars=0) is None  # a staged start leaves answers out
     vectors = {"ask": [1.0, 0.0], "q-a": [0.0, 1.0], "q-b": [0.6, 0.8], said[0][0]: [1.0, 0.0], said[0][1]: [0.0, 1.0]}
 
     class Table:

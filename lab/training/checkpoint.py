@@ -23,6 +23,12 @@ def device_named(name: str) -> torch.device:
     return torch.device(name)
 
 
+def run_options(args, names) -> dict:
+    """The options (``names`` of ``args``) that decide what a run trains on and how, as the checkpoint keeps them:
+    a resumed run must have the same."""
+    return {name: str(getattr(args, name)) for name in names}
+
+
 def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, progress: dict, settings: dict) -> Path:
     """Write the trainable weights, the optimizer and ``progress`` (step, elapsed seconds…) atomically: a run
     killed while saving keeps its previous checkpoint.  ``settings``: the options the run must resume with."""

@@ -71,8 +71,7 @@ class TunedEncoder(ConfiguredEncoder):
     def train_vectors(self, texts: list[str], max_length: int) -> torch.Tensor:
         """Mean-pooled, normalised vectors with gradients (training only; inference is ``query``)."""
         rows = [self.tokenizer.single(PREFIX + t, max_length) for t in texts]
-        device = self.bert.embeddings.position_embeddings.weight.device  # where ``tune_encoder`` put the model
-        ids, mask = (t.to(device) for t in pad_rows(rows, self.tokenizer.pad))
+        ids, mask = (t.to(self.bert.device) for t in pad_rows(rows, self.tokenizer.pad))  # where training put it
         hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
         return torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1)
 

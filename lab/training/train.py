@@ -36,7 +36,7 @@ from lab.datasets import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
-from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, save_checkpoint
+from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, run_options, save_checkpoint
 from lab.training.lists import RETRIEVED_SOURCES, SIZE, source_names
 from lab.training.retrieved_lists import runtime_lists
 from lab.training.nli import nli_pairs
@@ -44,6 +44,8 @@ from lab.training.nli import nli_pairs
 WEIGHTS = (0.5, 1.0, 1.5)
 MEASURED_SETS = ("jhu", "localgov-dev", "demo")  # --measure's query sets, never trained or tuned on
 GRID = tuple(round(0.25 * i, 2) for i in range(9))  # correction weights tried on the held-out lists
+RUN_OPTIONS = ("minutes", "seed", "sources", "objective", "batch_size", "lr", "warmup", "head_lr_factor", "max_length",
+               "frozen_layers", "adapt_faq", "labelled")  # what a resumed run must share (``run_options``)
 
 
 def fit_base_scale(lists) -> float:
@@ -124,7 +126,7 @@ def train(model: CrossEncoder, objective, dev, args, log) -> bool:
         {"params": list(model.head.parameters()), "base_lr": args.lr * args.head_lr_factor}], weight_decay=0.01)
     progress = {"step": 0, "elapsed_s": 0.0, "order_rng": rng.getstate(), "position": 0}
     if args.resume:
-        progress = load_checkpoint(args.out, model, opt, run_settings(args))
+        progress = load_checkpoint(args.out, model, opt, run_options(args, RUN_OPTIONS))
         rng.setstate(progress["order_rng"])
     budget, step, session = args.minutes * 60, progress["step"], time.time()
     started = session - progress["elapsed_s"]  # so the learning rate decays over the whole run's training time
@@ -134,7 +136,7 @@ def train(model: CrossEncoder, objective, dev, args, log) -> bool:
 
     def checkpoint(order_rng, at) -> None:
         save_checkpoint(args.out, model, opt, {"step": step, "elapsed_s": time.time() - started,
-                                               "order_rng": order_rng, "position": at}, run_settings(args))
+                                               "order_rng": order_rng, "position": at}, run_options(args, RUN_OPTIONS))
 
     model.train()
     while time.time() - started < budget:
@@ -175,13 +177,6 @@ def train(model: CrossEncoder, objective, dev, args, log) -> bool:
     model.to("cpu")
     (Path(args.out) / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return True
-
-
-def run_settings(args) -> dict:
-    """The options that decide what a run trains on and how: a resumed run must have the same."""
-    names = ("minutes", "seed", "sources", "objective", "batch_size", "lr", "warmup", "head_lr_factor", "max_length",
-             "frozen_layers", "adapt_faq", "labelled")
-    return {name: str(getattr(args, name)) for name in names}
 
 
 def logger(path: Path):

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_e5
 from lab.datasets import DATA_DIR
-from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, save_checkpoint
+from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, run_options, save_checkpoint
 from lab.training.encoder import TunedEncoder, fit_score_map, gold_first, list_cosines
 from lab.training.export_onnx import export
 from nlu.faq import LANGUAGES
@@ -46,6 +46,8 @@ from lab.training.lists import ANSWER_SENTENCES, LANG, adapt_lists, build_lists,
 from lab.training.train import logger
 
 DEFAULT_OUT = PROJECT_ROOT / "models" / "e5-small-en"
+RUN_OPTIONS = ("sources", "adapt", "lang", "labelled", "init", "answer_sentences", "cap", "steps", "batch_size", "lr",
+               "warmup", "temperature", "max_length", "seed")  # what a resumed run must share (``run_options``)
 
 
 def contrastive_loss(model: TunedEncoder, lists, temperature: float, max_length: int) -> torch.Tensor:
@@ -59,18 +61,18 @@ def contrastive_loss(model: TunedEncoder, lists, temperature: float, max_length:
 def tune(model: TunedEncoder, train, args, log) -> bool:
     """AdamW with a linear warm-up and decay over ``args.steps`` steps of ``args.batch_size`` lists, on
     ``args.device``; from ``--out``'s checkpoint with ``--resume``.  Stops early, saving a checkpoint, once
-    ``--minutes`` are spent; returns whether all steps were taken.  A checkpoint is also saved every
+    ``--session-minutes`` are spent; returns whether all steps were taken.  A checkpoint is also saved every
     ``--checkpoint-every`` steps, so a killed run loses at most that many."""
     device = device_named(args.device)
     model.bert.to(device)
     params = [p for p in model.bert.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    first = load_checkpoint(args.out, model.bert, opt, run_settings(args))["step"] if args.resume else 0
+    first = load_checkpoint(args.out, model.bert, opt, run_options(args, RUN_OPTIONS))["step"] if args.resume else 0
     started, done = time.monotonic(), True
     model.bert.train()
     for step in (bar := tqdm(range(first, args.steps), desc=f"tune encoder ({device})", unit="step",
                              initial=first, total=args.steps)):
-        if args.minutes and time.monotonic() - started > args.minutes * 60:
+        if args.session_minutes and time.monotonic() - started > args.session_minutes * 60:
             done = False
             break
         for group in opt.param_groups:
@@ -85,21 +87,14 @@ def tune(model: TunedEncoder, train, args, log) -> bool:
         if (step + 1) % 20 == 0:
             log({"step": step + 1, "loss": round(loss.item(), 4)})
         if (step + 1) % args.checkpoint_every == 0 and step + 1 < args.steps:
-            save_checkpoint(args.out, model.bert, opt, {"step": step + 1}, run_settings(args))
+            save_checkpoint(args.out, model.bert, opt, {"step": step + 1}, run_options(args, RUN_OPTIONS))
     else:
         step = args.steps
     if not done:
-        path = save_checkpoint(args.out, model.bert, opt, {"step": step}, run_settings(args))
+        path = save_checkpoint(args.out, model.bert, opt, {"step": step}, run_options(args, RUN_OPTIONS))
         log({"stopped_at_step": step, "of": args.steps, "checkpoint": str(path)})
     model.bert.to("cpu").eval()
     return done
-
-
-def run_settings(args) -> dict:
-    """The options that decide what a run trains on and how: a resumed run must have the same."""
-    names = ("sources", "adapt", "lang", "labelled", "init", "answer_sentences", "cap", "steps", "batch_size", "lr",
-             "warmup", "temperature", "max_length", "seed")
-    return {name: str(getattr(args, name)) for name in names}
 
 
 def pull_back(model: TunedEncoder, start: dict, keep: float) -> None:
@@ -157,9 +152,10 @@ def main(argv=None) -> None:
     parser.add_argument("--cap", type=source_caps, default={}, metavar="SOURCE=N[,SOURCE=N]",
                         help="training lists per source instead of lists.CAP's (qa-ja=27000: all of JaQuAD train)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto: the GPU when PyTorch sees one")
-    parser.add_argument("--minutes", type=float, help="stop after this many minutes, saving a checkpoint in --out")
+    parser.add_argument("--session-minutes", type=float,
+                        help="stop after this many minutes, saving a checkpoint in --out (--steps is the whole run)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run whose checkpoint --out holds (same options; --minutes may differ)")
+                        help="continue the run whose checkpoint --out holds (same options; --session-minutes may differ)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     args = parser.parse_args(argv)
     if args.labelled and not (args.adapt and args.adapt.is_dir()):
@@ -189,7 +185,7 @@ def main(argv=None) -> None:
          "held_out_lists": len(dev), "held_out_p@1_before": round(before, 4)})
     start = {name: tensor.clone() for name, tensor in model.bert.state_dict().items()}
     if not tune(model, train, args, log):
-        print(f"stopped after {args.minutes} minutes; the same command with --resume continues from "
+        print(f"stopped after {args.session_minutes} minutes; the same command with --resume continues from "
               f"{args.out / CHECKPOINT}")
         return
     if args.keep != 1.0:
