@@ -61,6 +61,7 @@ class E5File:
     scores: np.ndarray
     normalization: dict[int, str]
     tensors: dict[str, np.ndarray]
+    tag: str | None = None  # the file's hash where it is not the installed one (``lab.training.bundle``)
 
 
 class Pieces(Sequence):

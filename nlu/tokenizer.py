@@ -13,7 +13,31 @@ METASPACE = "\u2581"  # SentencePiece's visible space
 _SPACES = re.compile(" {2,}")
 
 
-class Tokenizer:
+class TokenFraming:
+    """``single`` and ``pair`` over a ``content_ids(text)``, with the special ids ``bos``, ``eos``, ``pad``:
+    shared by the tokenizer below and by ``lab.training.bundle``'s, which looks stored ids up instead."""
+
+    bos: int
+    eos: int
+    pad: int
+
+    def content_ids(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def single(self, text: str, max_length: int | None = None) -> list[int]:
+        """``<s> text </s>``, the text cut so that ``max_length`` (if given) fits."""
+        ids = self.content_ids(text)
+        return [self.bos, *(ids if max_length is None else ids[: max(max_length - 2, 0)]), self.eos]
+
+    def pair(self, first: str, second: str, max_length: int) -> list[int]:
+        """XLM-R's ``<s> first </s></s> second </s>``, the longer side cut first until ``max_length`` fits."""
+        a, b = self.content_ids(first), self.content_ids(second)
+        while len(a) + len(b) + 4 > max_length and (a or b):
+            (a if len(a) > len(b) else b).pop()
+        return [self.bos, *a, self.eos, self.eos, *b, self.eos]
+
+
+class Tokenizer(TokenFraming):
     """The C engine's tokenizer (``tok_content`` in e5.c) in plain Python, emitting the same ids.
 
     1. each codepoint through the file's normalisation map, then runs of 2+ U+0020 collapse to one (leading
@@ -68,15 +92,3 @@ class Tokenizer:
             piece, i = back[i]
             ids.append(piece)
         return ids[::-1]
-
-    def single(self, text: str, max_length: int | None = None) -> list[int]:
-        """``<s> text </s>``, the text cut so that ``max_length`` (if given) fits."""
-        ids = self.content_ids(text)
-        return [self.bos, *(ids if max_length is None else ids[: max(max_length - 2, 0)]), self.eos]
-
-    def pair(self, first: str, second: str, max_length: int) -> list[int]:
-        """XLM-R's ``<s> first </s></s> second </s>``, the longer side cut first until ``max_length`` fits."""
-        a, b = self.content_ids(first), self.content_ids(second)
-        while len(a) + len(b) + 4 > max_length and (a or b):
-            (a if len(a) > len(b) else b).pop()
-        return [self.bos, *a, self.eos, self.eos, *b, self.eos]

