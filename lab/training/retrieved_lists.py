@@ -8,13 +8,15 @@ JHU's real questions: a re-ranker trained on mined lists learns that the nearest
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from lab.training.lists import (ANSWER_SENTENCES, LANG, RETRIEVED_SOURCES, SIZE, PoolScorer, RankList,
                                 capped_split, clinc_rows, corpus_entries, labelled_rows,
-                                phrasing_rows)
+                                phrasing_rows, with_qa_lists)
 from nlu.faq import LANGUAGES, load_faq
 from nlu.text import answer_sentences as sentences_of
 from nlu.retrieval import IDENTITY, language_embedder
@@ -52,16 +54,35 @@ def retrieved_lists(queries: list[str], query_groups: list, pool: list[str], poo
     return out
 
 
+def with_dense_scores(lists: list[RankList], embedder) -> list[RankList]:
+    """JaQuAD lists (``qa_lists``, which hold only BM25's half of the fused score) with the dense half added as
+    the bot scores Japanese: its encoder's cosines, then its score map.  The cross-encoder learns a correction to
+    the whole score, so it must see the whole score."""
+    model, (scale, shift) = language_embedder(embedder, "ja")
+    texts = list(dict.fromkeys(t for lst in lists for t in (lst.query, *lst.candidates)))
+    vectors = {}
+    for start in tqdm(range(0, len(texts), 512), desc="JaQuAD lists: embedding", unit="batch", file=sys.stderr):
+        vectors.update(zip(texts[start:start + 512], np.asarray(model.query(texts[start:start + 512]))))
+    return [RankList(lst.query, lst.candidates,
+                     tuple(round(float(scale * (vectors[c] @ vectors[lst.query] + bm25) + shift), 4)
+                           for c, bm25 in zip(lst.candidates, lst.retrieval)), lst.source, lst.group)
+            for lst in lists]
+
+
 def runtime_lists(data_dir, faq_dir, embedder, seed: int = 13, sources=RETRIEVED_SOURCES,
-                  answer_sentences: int = ANSWER_SENTENCES,
-                  labelled: Path | None = None) -> tuple[list[RankList], list[RankList]]:
+                  answer_sentences: int = ANSWER_SENTENCES, labelled: Path | None = None,
+                  caps: dict | None = None) -> tuple[list[RankList], list[RankList]]:
     """(train, held-out) ``retrieved_lists`` of ``sources``, retrieved by ``embedder`` as the bot retrieves (a
     ``PerLanguage`` gives each language its tuned encoder and score map): CLINC utterances against the others
     of the sample, our FAQ's phrasings against the others, corpus answer sentences against the entries'
     questions.  Trained on the mined lists (``build_lists``), the English cross-encoder cost JHU P@1 .660 ->
     .337 at weight .5; on these, .681 -> .653 (30 min, 2026-11-26).  ``labelled``: residents' questions
     labelled with entries of ``faq_dir`` (``labelled_rows``), each against the FAQ's phrasings as a list of
-    source "labelled", for the FAQ languages in ``sources``."""
+    source "labelled", for the FAQ languages in ``sources``.  ``qa-ja``: JaQuAD's lists (``qa_lists``) with
+    ``with_dense_scores``; not retrieved from a pool, as 31k questions against ~100k sentences would take hours.
+    ``caps``: lists per source, as ``build_lists`` takes them."""
+    from lab.training.qa_lists import qa_lists
+
     if unknown := set(sources) - set(RETRIEVED_SOURCES):
         raise ValueError(f"no retrieved lists for {sorted(unknown)}: JSTS pairs have no entries to retrieve from")
     data, rng = Path(data_dir), random.Random(seed)
@@ -85,4 +106,7 @@ def runtime_lists(data_dir, faq_dir, embedder, seed: int = 13, sources=RETRIEVED
         model, score_map = language_embedder(embedder, lang)
         lists += retrieved_lists(list(queries), list(groups), list(pool), list(pool_groups), model, source, lang,
                                  score_map)
-    return capped_split(lists, rng, {lst.source for lst in lists})  # only the sources asked for were built
+    train, dev = capped_split(lists, rng, {lst.source for lst in lists}, caps)  # only the sources asked for were built
+    if "qa-ja" in sources:
+        train, dev = with_qa_lists(train, dev, qa_lists(data), rng, caps, lambda kept: with_dense_scores(kept, embedder))
+    return train, dev

