@@ -91,7 +91,8 @@ def write_bundle(out: Path, train: list, dev: list, tokenizer, e5file: E5File, p
     ``retrieval``: keep the lists' retrieval scores (the cross-encoder reads them)."""
     from nlu.weights import base_hash
 
-    texts = list(dict.fromkeys(t for lst in [*train, *dev] for t in (lst.query, *lst.candidates)))
+    lists = [*train, *dev]
+    texts = list(dict.fromkeys(t for lst in lists for t in (lst.query, *lst.candidates)))
     index = {text: i for i, text in enumerate(texts)}
     ids = [tokenizer.content_ids(text) for text in [prefix.strip(), *(prefix + text for text in texts)]]
     words = e5file.tensors[WORD_TABLE]
@@ -99,8 +100,7 @@ def write_bundle(out: Path, train: list, dev: list, tokenizer, e5file: E5File, p
     vocab = np.unique(np.concatenate([np.asarray(row, dtype=np.int64) for row in ids] + [list(special.values())]))
     if len(vocab) > 2**16:
         raise ValueError(f"{len(vocab)} distinct tokens: a bundle numbers at most {2**16} (cap the sources)")
-    sources = sorted({lst.source for lst in [*train, *dev]})
-    lists = [*train, *dev]
+    sources = sorted({lst.source for lst in lists})
     arrays = {
         "ids": np.searchsorted(vocab, np.concatenate(ids)).astype(np.uint16),  # rows of vocab: half of int32
         "lengths": np.array([len(row) for row in ids], dtype=np.int32),

@@ -36,7 +36,7 @@ from lab.datasets import DATA_DIR, load_demo, load_set
 from nlu.faq import load_faq
 from nlu.weights import load_finetuned
 from nlu.rerank import CrossEncoderReranker, compare, corrected, rank_quality
-from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder
+from nlu.retrieval import HybridRetriever, LanguageIndex, language_embedder, sentences_of
 from lab.training.checkpoint import CHECKPOINT, device_named, load_checkpoint, run_options, save_checkpoint
 from lab.training.bundle import check_write_options, opened_bundle, write_for
 from lab.training.lists import RETRIEVED_SOURCES, SIZE, source_caps, source_names
@@ -196,12 +196,14 @@ def logger(path: Path):
 
 
 def retriever_and_queries(benchmark, faq_dir: Path, embedder, answer_chars: int):
-    """A benchmark of ``lab.datasets`` as (retriever, [(text, lang, relevant ids)]) for ``compare``."""
+    """A benchmark of ``lab.datasets`` as (retriever, [(text, lang, relevant ids)]) for ``compare``, indexed as the
+    bot indexes it (answer heads and, in Japanese, answer sentences)."""
     if benchmark.corpus is None:
         retriever = HybridRetriever.for_faq(load_faq(faq_dir), embedder, answer_chars)
     else:
         c = benchmark.corpus
-        index = LanguageIndex(c.ids, c.documents, c.phrasings, c.lang, *language_embedder(embedder, c.lang), heads=c.heads)
+        index = LanguageIndex(c.ids, c.documents, c.phrasings, c.lang, *language_embedder(embedder, c.lang), heads=c.heads,
+                              answers=c.answers, sentences=sentences_of(c.answers, c.lang, answer_chars))
         retriever = HybridRetriever({c.lang: index})
     return retriever, [(q.text, q.lang, [d for d, g in q.qrels.items() if g >= 1]) for q in benchmark.queries]
 
