@@ -3,7 +3,8 @@ import base64
 import csv
 import io
 import shutil
-from datetime import date
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -95,7 +96,8 @@ def test_the_dashboard_counts_resolution_feedback_and_response_time(operator, wo
     assert "👍 1 · 👎 0" in page and "visitor-register" in page and "粗大ごみは？" in page
     rows = dict(csv.reader(io.StringIO(operator.get("/console/dashboard.csv").get_data(as_text=True).lstrip("\ufeff"))))
     assert rows["conversations"] == "2" and rows["messages"] == "3" and float(rows["response_ms_p50"]) >= 0
-    assert rows[f"messages {date.today().isoformat()}"] == "3"
+    today = datetime.now(ZoneInfo(operator.application.extensions["bot"].settings.timezone)).date()
+    assert rows[f"messages {today.isoformat()}"] == "3"  # the city's day: from 15:00 UTC it is tomorrow in Japan
     conversations = operator.get("/console/conversations.csv").get_data(as_text=True)
     assert "図書館は？" in conversations and "Ulost" not in conversations
 
