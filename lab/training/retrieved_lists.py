@@ -8,12 +8,11 @@ JHU's real questions: a re-ranker trained on mined lists learns that the nearest
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from lab.pipeline import ProgressEmbedder
 from lab.training.lists import (ANSWER_SENTENCES, LANG, RETRIEVED_SOURCES, SIZE, PoolScorer, RankList,
                                 capped_split, clinc_rows, corpus_entries, labelled_rows,
                                 phrasing_rows, with_qa_lists)
@@ -60,9 +59,7 @@ def with_dense_scores(lists: list[RankList], embedder) -> list[RankList]:
     the whole score, so it must see the whole score."""
     model, (scale, shift) = language_embedder(embedder, "ja")
     texts = list(dict.fromkeys(t for lst in lists for t in (lst.query, *lst.candidates)))
-    vectors = {}
-    for start in tqdm(range(0, len(texts), 512), desc="JaQuAD lists: embedding", unit="batch", file=sys.stderr):
-        vectors.update(zip(texts[start:start + 512], np.asarray(model.query(texts[start:start + 512]))))
+    vectors = dict(zip(texts, ProgressEmbedder(model, "JaQuAD lists: embedding").query(texts)))
     return [RankList(lst.query, lst.candidates,
                      tuple(round(float(scale * (vectors[c] @ vectors[lst.query] + bm25) + shift), 4)
                            for c, bm25 in zip(lst.candidates, lst.retrieval)), lst.source, lst.group)
