@@ -230,7 +230,8 @@ def serve(services, shows_loading: bool = True) -> None:
     current = {}
     stop = threading.Event()
     beats = (HEARTBEAT_EVERY_S, lambda: report(services, current["name"]) if current else None, stop, "heartbeat")
-    threading.Thread(target=_every, args=beats, daemon=True, name="heartbeat").start()
+    heartbeat = threading.Thread(target=_every, args=beats, daemon=True, name="heartbeat")
+    heartbeat.start()
     retries = (RETRIES_EVERY_S, lambda: enqueue_due_retries(services.queue), stop, "retries")
     threading.Thread(target=_every, args=retries, daemon=True, name="retries").start()
     reloads = (HEARTBEAT_EVERY_S, lambda: reload_faq(services), stop, "FAQ reload")
@@ -256,6 +257,7 @@ def serve(services, shows_loading: bool = True) -> None:
             _wait_for_redis(services.redis)
     finally:
         stop.set()
+        heartbeat.join(timeout=HEARTBEAT_EVERY_S)  # a report in flight would bring the forgotten worker back
         if current:
             _quietly(forget_worker, services.redis, current["name"])
 
