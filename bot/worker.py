@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 5
 RETRIES_EVERY_S = 1  # a retry due in 2 s goes out within 3
 LOADING_EVERY_S = 0.5
+#: How long a graceful stop waits for a heartbeat in flight, which would otherwise land after the worker is
+#: forgotten and show /healthz a stopped worker as alive; a report stuck on Redis is not waited for longer.
+STOP_WAITS_FOR_REPORT_S = 10
 #: RQ's own registry cleanup (jobs caught between queue and start); its default is ten minutes.
 MAINTENANCE_EVERY_S = 60
 
@@ -257,7 +260,7 @@ def serve(services, shows_loading: bool = True) -> None:
             _wait_for_redis(services.redis)
     finally:
         stop.set()
-        heartbeat.join(timeout=HEARTBEAT_EVERY_S)  # a report in flight would bring the forgotten worker back
+        heartbeat.join(timeout=STOP_WAITS_FOR_REPORT_S)
         if current:
             _quietly(forget_worker, services.redis, current["name"])
 
